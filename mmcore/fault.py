@@ -1,0 +1,496 @@
+"""Page faults (mm/memory.c, mm/huge_memory.c) and long-term pins (mm/gup.c).
+
+`access()` touches every page of [start, end) in address order, as the
+scenario's `read`/`write` do: a page whose entry already allows the access
+only gets its accessed (and dirty) bits set; every other page takes the
+fault path the kernel would take.  Private anonymous memory is handled a
+range at a time with array operations; file and shmem mappings a page at a
+time (fault-around and page-cache lookups are sequential by nature).
+"""
+import numpy as np
+
+from .errors import Fault
+from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE,
+                     FL_DEFERRED, GUP_PIN_COUNTING_BIAS, HPAGE_PMD_NR, HPAGE_PMD_ORDER,
+                     PAGE_SHIFT, PAGE_SIZE)
+from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEPAGE,
+                 VM_NOHUGEPAGE, VM_READ, VM_WRITE)
+from .pagecache import filemap_get_folio, shmem_huge_order
+from .rmap import group_by_folio
+from . import pmd as pmdops
+
+FAULT_AROUND_PAGES = 16       # fault_around_bytes = 64K
+ANON_ORDERS = range(HPAGE_PMD_ORDER, 0, -1)
+
+
+# --- THP order policy ---------------------------------------------------------------
+
+def anon_orders_allowed(k, vma):
+    """thp_vma_allowable_orders() for an anonymous VMA: the orders whose
+    hugepages-<size>kB/enabled says always, or madvise with VM_HUGEPAGE, or
+    inherit and the top-level knob allows it (scenario-format "Folio size
+    at a fault")."""
+    if vma.flags & VM_NOHUGEPAGE:
+        return []
+    thp = k.thp
+    hinted = bool(vma.flags & VM_HUGEPAGE)
+    out = []
+    for size, mode in thp.sizes.items():
+        if mode == 'inherit':
+            mode = thp.enabled
+        if mode == 'always' or (mode == 'madvise' and hinted):
+            out.append((size >> PAGE_SHIFT).bit_length() - 1)
+    return sorted(out, reverse=True)
+
+
+# --- entry point ----------------------------------------------------------------------
+
+def access(k, proc, start, end, write):
+    """Touches [start, end) page by page in address order."""
+    mm = proc.mm
+    addr = start
+    while addr < end:
+        vma = mm.find_vma(addr)
+        if vma is None:
+            raise Fault('SIGSEGV at 0x%x: no mapping' % addr)
+        need = VM_WRITE if write else VM_READ
+        if not vma.flags & need:
+            raise Fault('SIGSEGV at 0x%x: %s of a mapping without PROT_%s'
+                        % (addr, 'write' if write else 'read', 'WRITE' if write else 'READ'))
+        hi = min(end, vma.end)
+        lo_i, hi_i = vma.page_index(addr), vma.page_index(hi)
+        if vma.is_anon:
+            if write:
+                anon_write_range(k, proc, vma, lo_i, hi_i)
+            else:
+                anon_read_range(k, proc, vma, lo_i, hi_i)
+        else:
+            for i in range(lo_i, hi_i):
+                file_fault(k, proc, vma, i, write)
+        addr = hi
+
+
+def mark_accessed(vma, idx, write):
+    """What the MMU does on an access through a valid entry."""
+    vma.bits[idx] |= PTE_YOUNG | (PTE_DIRTY if write else 0)
+
+
+# --- private anonymous memory -----------------------------------------------------------
+
+def pmd_block_free(mm, vma, blk_start):
+    """pmd_none() for the 2M block starting at page index blk_start."""
+    addr = vma.start + (blk_start << PAGE_SHIFT)
+    return (addr >> 21) not in mm.pte_tables and not (vma.pfn[blk_start:blk_start + HPAGE_PMD_NR] >= 0).any()
+
+
+def pmd_blocks(vma, lo, hi):
+    """Page indices of the PMD-aligned 2M blocks inside the VMA that
+    intersect [lo, hi)."""
+    first_addr = (vma.start + (lo << PAGE_SHIFT)) & ~((1 << 21) - 1)
+    out = []
+    a = first_addr
+    while a < vma.start + (hi << PAGE_SHIFT):
+        if a >= vma.start and a + (1 << 21) <= vma.end:
+            out.append(vma.page_index(a))
+        a += 1 << 21
+    return out
+
+
+def note_pte_tables(mm, vma, idx):
+    if len(idx):
+        blocks = np.unique((vma.start + (np.asarray(idx, dtype=np.int64) << PAGE_SHIFT)) >> 21)
+        mm.pte_tables.update(int(b) for b in blocks)
+
+
+def anon_read_range(k, proc, vma, lo, hi):
+    """do_anonymous_page() / do_huge_pmd_anonymous_page() for reads: the
+    huge zero page for a whole empty PMD block when the PMD size is allowed
+    and use_zero_page is on, else the shared zero page per PTE.  With
+    use_zero_page off a PMD block gets a new THP."""
+    mm = proc.mm
+    idx = np.arange(lo, hi)
+    present = vma.pfn[lo:hi] >= 0
+    mark_accessed(vma, idx[present], False)
+    if present.all():
+        return
+    if HPAGE_PMD_ORDER in anon_orders_allowed(k, vma):
+        for b in pmd_blocks(vma, lo, hi):
+            if not pmd_block_free(mm, vma, b):
+                continue
+            if k.thp.use_zero_page:
+                hz = k.mem.get_huge_zero_pfn()
+                sl = slice(b, b + HPAGE_PMD_NR)
+                vma.pfn[sl] = hz + np.arange(HPAGE_PMD_NR)
+                vma.bits[sl] = PTE_PRESENT | PTE_YOUNG | PTE_PMD
+            else:
+                new_anon_folios(k, proc, vma, np.array([b]), HPAGE_PMD_ORDER)
+    empty = idx[vma.pfn[lo:hi] < 0]
+    vma.pfn[empty] = k.mem.zero_pfn
+    vma.bits[empty] = PTE_PRESENT | PTE_YOUNG
+    note_pte_tables(mm, vma, empty)
+
+
+def new_anon_folios(k, proc, vma, starts, order):
+    """Allocates anon folios of `order` mapped at VMA page indices `starts`
+    (folio_add_new_anon_rmap + set_ptes / set_pmd_at), writable, dirty
+    and young."""
+    if len(starts) == 0:
+        return
+    mem = k.mem
+    nr = 1 << order
+    heads = k.alloc(order, len(starts))
+    mem.memcg[heads] = k.memcg_of(proc)
+    mem.flags[heads] |= FL_LRU | FL_UPTODATE
+    pmd = order == HPAGE_PMD_ORDER
+    if order >= 2:
+        mem.flags[heads] |= FL_DEFERRED     # 6.12+: new THPs go on the deferred list
+    k.rmap.add_new_anon(proc.mm.mm_id, heads, pmd)
+    mem.refcount[heads] = 1 if pmd else nr
+    idx = (np.asarray(starts, dtype=np.int64)[:, None] + np.arange(nr)).ravel()
+    vma.pfn[idx] = (heads[:, None] + np.arange(nr)).ravel()
+    vma.bits[idx] = PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG | (PTE_PMD if pmd else 0)
+    if not pmd:
+        note_pte_tables(proc.mm, vma, idx)
+    vma.anon_vma = True
+    proc.mm.add_rss('anon', len(idx))
+    if order == HPAGE_PMD_ORDER:
+        k.count_event('thp_fault_alloc', len(heads))
+    if order > 0:
+        k.count_event('mthp/%dkB/anon_fault_alloc' % (4 << order), len(heads))
+
+
+def anon_fault_orders(k, proc, vma, lo, hi, empty):
+    """Folio sizes that do_anonymous_page() picks for the empty pages of
+    [lo, hi) faulted in address order: for each order from the largest
+    enabled one down, the naturally aligned blocks inside the VMA, all
+    empty, reaching into the range and not inside a block already chosen.
+    Checking against the state before the first fault is exact: a block is
+    still empty at the fault of its first page in the range exactly when it
+    was empty before (aligned blocks nest).  The PMD order needs pmd_none()
+    instead (no page table in the block yet)."""
+    mm = proc.mm
+    n = vma.nr_pages
+    base = vma.start >> PAGE_SHIFT
+    covered = np.zeros(n, dtype=bool)
+    chosen = []
+    for order in anon_orders_allowed(k, vma):
+        nr = 1 << order
+        first = -(-base // nr) * nr - base        # first aligned index inside the VMA
+        if first + nr > n:
+            continue
+        starts = np.arange(first, n - nr + 1, nr)
+        starts = starts[(starts + nr > lo) & (starts < hi)]
+        if len(starts) == 0:
+            continue
+        blk = starts[:, None] + np.arange(nr)
+        ok = (vma.pfn[blk] < 0).all(axis=1) & ~covered[starts]
+        if order == HPAGE_PMD_ORDER:
+            ok &= np.array([pmd_block_free(mm, vma, int(s)) for s in starts], dtype=bool)
+        starts = starts[ok]
+        if len(starts):
+            chosen.append((order, starts))
+            covered[(starts[:, None] + np.arange(nr)).ravel()] = True
+    small = empty[~covered[empty]]
+    chosen.append((0, small))
+    return chosen
+
+
+def anon_write_range(k, proc, vma, lo, hi):
+    """A write to every page of [lo, hi) of a private anonymous VMA."""
+    mm = proc.mm
+    mem = k.mem
+    idx = np.arange(lo, hi)
+    bits = vma.bits[lo:hi]
+    writable = (bits & (PTE_PRESENT | PTE_WRITE)) == (PTE_PRESENT | PTE_WRITE)
+    mark_accessed(vma, idx[writable], True)
+    # PMD leaves that are not writable: do_huge_pmd_wp_page()
+    for b in pmdops.pmd_leaves_in(vma, lo, hi):
+        if vma.bits[b] & PTE_WRITE:
+            continue
+        pmd_write_fault(k, proc, vma, b)
+    # present, read-only PTEs: do_wp_page()
+    pres = idx[((vma.bits[lo:hi] & (PTE_PRESENT | PTE_WRITE | PTE_PMD)) == PTE_PRESENT)]
+    if len(pres):
+        wp_ptes(k, proc, vma, pres)
+    # PMD leaves made writable above: the write itself
+    pmdw = idx[(vma.bits[lo:hi] & (PTE_PMD | PTE_WRITE)) == (PTE_PMD | PTE_WRITE)]
+    mark_accessed(vma, pmdw, True)
+    # empty entries: do_anonymous_page() / do_huge_pmd_anonymous_page()
+    empty = idx[vma.pfn[lo:hi] < 0]
+    if len(empty) == 0:
+        return
+    for order, starts in anon_fault_orders(k, proc, vma, lo, hi, empty):
+        new_anon_folios(k, proc, vma, starts, order)
+
+
+def pmd_write_fault(k, proc, vma, b):
+    """do_huge_pmd_wp_page() on a read-only PMD at VMA index b."""
+    mem = k.mem
+    pfn = int(vma.pfn[b])
+    head = int(mem.head[pfn])
+    if pfn == mem.huge_zero_pfn:
+        # do_huge_zero_wp_pmd(): replace the huge zero page by a new THP
+        vma.pfn[b:b + HPAGE_PMD_NR] = -1
+        vma.bits[b:b + HPAGE_PMD_NR] = 0
+        new_anon_folios(k, proc, vma, np.array([b]), HPAGE_PMD_ORDER)
+        return
+    if mem.anon_exclusive[head] or mem.refcount[head] == 1:
+        mem.anon_exclusive[head] = True
+        vma.bits[b:b + HPAGE_PMD_NR] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+        return
+    pmdops.split_pmd(k, proc.mm, vma, b)
+
+
+def wp_can_reuse(k, pfns):
+    """Per page: the write may reuse the page (wp_can_reuse_anon_folio):
+    already AnonExclusive; small folio with refcount 1; large folio with
+    large mapcount > 1, shared bit clear and refcount == large mapcount
+    (__wp_can_reuse_large_anon_folio, semantics.md 6.3).  The folio-level
+    answer cannot change while one MM writes its pages in turn: copying
+    drops mapcount and refcount together and frees a slot only after the
+    MM's last page of the folio (semantics.md 4.3)."""
+    mem = k.mem
+    heads = mem.head[pfns]
+    anon = (mem.flags[heads] & FL_ANON) != 0
+    small = mem.order[heads] == 0
+    lm = mem.large_mapcount[heads]
+    reuse_small = small & (mem.refcount[heads] == 1)
+    reuse_large = ~small & (lm > 1) & ~mem.maybe_shared[heads] & (mem.refcount[heads] == lm)
+    return anon & (mem.anon_exclusive[pfns] | reuse_small | reuse_large)
+
+
+def wp_ptes(k, proc, vma, idx):
+    """do_wp_page() for present read-only PTEs of a private VMA."""
+    mem = k.mem
+    pfns = vma.pfn[idx]
+    zero = pfns == mem.zero_pfn
+    reuse = np.zeros(len(idx), dtype=bool)
+    reuse[~zero] = wp_can_reuse(k, pfns[~zero])
+    r = idx[reuse]
+    if len(r):
+        mem.anon_exclusive[vma.pfn[r]] = True
+        vma.bits[r] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+    copy = idx[~reuse]
+    if len(copy):
+        wp_page_copy(k, proc, vma, copy)
+
+
+def wp_page_copy(k, proc, vma, idx):
+    """wp_page_copy(): each page gets a new order-0 anon folio (zeroed for
+    the zero page, a copy otherwise); the old mapping is removed one page
+    at a time, as the kernel does."""
+    mem = k.mem
+    mm = proc.mm
+    old = vma.pfn[idx].copy()
+    real = old != mem.zero_pfn
+    old_real = old[real]
+    if len(old_real):
+        # one SUB per page: rounds over the pages of each folio
+        heads = mem.head[old_real]
+        order = np.argsort(heads, kind='stable')
+        sh = heads[order]
+        rank = np.arange(len(sh)) - np.searchsorted(sh, sh)
+        kinds = mem.flags[heads]
+        for r in range(int(rank.max()) + 1 if len(rank) else 0):
+            batch = old_real[order[rank == r]]
+            k.rmap.remove_ptes(mm.mm_id, batch)
+        anon_old = (kinds & FL_ANON) != 0
+        shmem_old = ~anon_old & ((kinds & FL_SWAPBACKED) != 0)
+        mm.add_rss('anon', -int(anon_old.sum()))
+        mm.add_rss('shmem', -int(shmem_old.sum()))
+        mm.add_rss('file', -int((~anon_old & ~shmem_old).sum()))
+        mem.folio_put(heads, 1)
+    vma.pfn[idx] = -1
+    vma.bits[idx] = 0
+    new_anon_folios(k, proc, vma, idx, 0)
+
+
+# --- file and shmem mappings -------------------------------------------------------------
+
+def file_index(vma, i):
+    return vma.pgoff + i
+
+
+def file_folio_order(k, vma, index):
+    obj = vma.obj
+    if obj.shmem_anon:
+        return shmem_huge_order(k.thp, vma, index, obj.nr_pages)
+    return obj.folio_order
+
+
+def file_fault(k, proc, vma, i, write):
+    """One page of a file or shmem mapping (do_read_fault, do_cow_fault,
+    do_shared_fault, do_wp_page)."""
+    mem = k.mem
+    present = vma.pfn[i] >= 0
+    if present:
+        bits = vma.bits[i]
+        if not write or bits & PTE_WRITE:
+            mark_accessed(vma, np.array([i]), write)
+            if write and vma.is_shared:
+                mem.flags[mem.head[vma.pfn[i]]] |= FL_DIRTY
+            return
+        if vma.is_shared:
+            # wp_page_shared(): no copy, the PTE becomes writable
+            if bits & PTE_PMD:
+                pmdops.split_pmd(k, proc.mm, vma, pmdops.pmd_start(vma, i))
+                return file_fault(k, proc, vma, i, write)
+            vma.bits[i] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+            mem.flags[mem.head[vma.pfn[i]]] |= FL_DIRTY
+            return
+        if bits & PTE_PMD:
+            pmdops.split_pmd(k, proc.mm, vma, pmdops.pmd_start(vma, i))
+            return file_fault(k, proc, vma, i, write)
+        wp_ptes(k, proc, vma, np.array([i]))
+        return
+    index = file_index(vma, i)
+    if index >= vma.obj.nr_pages:
+        raise Fault('SIGBUS at 0x%x: beyond the end of %s' % (vma.start + (i << PAGE_SHIFT),
+                                                             vma.obj.path))
+    if write and not vma.is_shared:
+        # do_cow_fault(): the page-cache page is read in, a private copy mapped
+        filemap_get_folio(k, vma.obj, index, file_folio_order(k, vma, index), k.memcg_of(proc))
+        new_anon_folios(k, proc, vma, np.array([i]), 0)
+        return
+    if not write:
+        fault_around(k, proc, vma, i)
+        if vma.pfn[i] >= 0:
+            return
+    pfn = filemap_get_folio(k, vma.obj, index, file_folio_order(k, vma, index), k.memcg_of(proc))
+    finish_fault(k, proc, vma, i, pfn, write)
+    if write:
+        mem.flags[mem.head[pfn]] |= FL_DIRTY
+
+
+def file_pte_bits(vma, write):
+    """mk_pte() with vm_page_prot: shared writable tmpfs/shmem mappings need
+    no write notification, so their PTEs are writable from the start;
+    private ones are read-only until a write fault."""
+    bits = PTE_PRESENT | PTE_YOUNG
+    if vma.is_shared and vma.flags & VM_WRITE:
+        bits |= PTE_WRITE
+    if write:
+        bits |= PTE_WRITE | PTE_DIRTY
+    return bits
+
+
+def map_file_pages(k, proc, vma, idx, write):
+    """set_pte_range(): maps page-cache pages at VMA indices idx."""
+    if len(idx) == 0:
+        return
+    mem = k.mem
+    idx = np.asarray(idx, dtype=np.int64)
+    pfns = vma.obj.pages[vma.pgoff + idx]
+    vma.pfn[idx] = pfns
+    vma.bits[idx] = file_pte_bits(vma, write)
+    k.rmap.add_ptes(proc.mm.mm_id, pfns)
+    mem.folio_get(mem.head[pfns], 1)
+    proc.mm.add_rss('shmem', len(idx))
+    note_pte_tables(proc.mm, vma, idx)
+
+
+def fault_around(k, proc, vma, i):
+    """do_fault_around() + filemap_map_pages(): maps the cached pages in
+    the 64K window around the fault (inside the VMA and the page table)."""
+    addr = vma.start + (i << PAGE_SHIFT)
+    win = FAULT_AROUND_PAGES << PAGE_SHIFT
+    pmd_start = addr & ~((1 << 21) - 1)
+    start = max(addr & ~(win - 1), vma.start, pmd_start)
+    end = min((addr & ~(win - 1)) + win, vma.end, pmd_start + (1 << 21))
+    index = vma.pgoff + i
+    if index < vma.obj.nr_pages and vma.obj.pages[index] >= 0:
+        # filemap_map_pmd(): a cached PMD-sized folio is mapped by a PMD
+        pfn = int(vma.obj.pages[index])
+        head = int(k.mem.head[pfn])
+        first = i - (pfn - head)
+        if k.mem.order[head] == HPAGE_PMD_ORDER and first >= 0 and \
+                first + HPAGE_PMD_NR <= vma.nr_pages and \
+                ((vma.start >> PAGE_SHIFT) + first) % HPAGE_PMD_NR == 0 and \
+                pmd_block_free(proc.mm, vma, first):
+            pmdops.map_file_pmd(k, proc, vma, first, head, False)
+            return
+    lo, hi = vma.page_index(start), vma.page_index(end)
+    idx = np.arange(lo, hi)
+    index = vma.pgoff + idx
+    inside = index < vma.obj.nr_pages
+    idx, index = idx[inside], index[inside]
+    cached = vma.obj.pages[index] >= 0
+    cand = idx[cached & (vma.pfn[idx] < 0)]
+    map_file_pages(k, proc, vma, cand, False)
+
+
+def finish_fault(k, proc, vma, i, pfn, write):
+    """finish_fault(): a PMD-sized folio is mapped by a PMD when the block
+    is aligned in the VMA and no page table exists yet; a large shmem folio
+    is mapped whole when it fits in the VMA and the page table; else one
+    page."""
+    mem = k.mem
+    head = int(mem.head[pfn])
+    order = int(mem.order[head])
+    nr = 1 << order
+    first = i - (pfn - head)
+    fits = first >= 0 and first + nr <= vma.nr_pages and \
+        ((vma.start >> PAGE_SHIFT) + first) // HPAGE_PMD_NR == \
+        ((vma.start >> PAGE_SHIFT) + first + nr - 1) // HPAGE_PMD_NR
+    if order == HPAGE_PMD_ORDER and fits and (((vma.start >> PAGE_SHIFT) + first) % HPAGE_PMD_NR) == 0 \
+            and pmd_block_free(proc.mm, vma, first):
+        pmdops.map_file_pmd(k, proc, vma, first, head, write)
+        return
+    if order > 0 and fits:
+        idx = np.arange(first, first + nr)
+        idx = idx[vma.pfn[idx] < 0]
+    else:
+        idx = np.array([i])
+    map_file_pages(k, proc, vma, idx, write)
+
+
+# --- long-term pins -----------------------------------------------------------------------
+
+def pin_range(k, proc, name, start, end):
+    """pin_user_pages(FOLL_WRITE | FOLL_LONGTERM), as io_uring fixed-buffer
+    registration does: write-fault every page that is not mapped writable,
+    then take one pin per page (GUP_PIN_COUNTING_BIAS references on a small
+    folio; one reference and one _pincount on a large one)."""
+    mm = proc.mm
+    vmas = mm.vmas_in(start, end)
+    for v in vmas:
+        if not v.flags & VM_WRITE:
+            raise Fault('EFAULT: pinning for write a mapping without PROT_WRITE')
+    access(k, proc, start, end, write=True)
+    mem = k.mem
+    base = k.range_vmas(proc, name)[0].range_start
+    for v in mm.vmas_in(start, end):
+        lo, hi = v.page_index(max(start, v.start)), v.page_index(min(end, v.end))
+        pfns = v.pfn[lo:hi]
+        heads = mem.head[pfns]
+        small = mem.order[heads] == 0
+        np.add.at(mem.refcount, heads[small], GUP_PIN_COUNTING_BIAS)
+        np.add.at(mem.refcount, heads[~small], 1)
+        np.add.at(mem.pincount, heads[~small], 1)
+        for j, pfn in zip(range(lo, hi), pfns):
+            key = (name, ((v.start - base) >> PAGE_SHIFT) + j)
+            proc.pins.setdefault(key, []).append(int(pfn))
+    mm.has_pinned = True
+
+
+def unpin_range(k, proc, name, start, end):
+    """unpin_user_pages() of the pages pinned for this range."""
+    base = k.range_vmas(proc, name)[0].range_start
+    keys = [(name, p) for p in range((start - base) >> PAGE_SHIFT, (end - base) >> PAGE_SHIFT)]
+    pinned = [key for key in keys if proc.pins.get(key)]
+    if not pinned:
+        raise Fault('EINVAL: nothing of this range is pinned')
+    pfns = np.array([proc.pins[key].pop() for key in pinned], dtype=np.int64)
+    for key in pinned:
+        if not proc.pins[key]:
+            del proc.pins[key]
+    unpin_pfns(k, pfns)
+
+
+def unpin_pfns(k, pfns):
+    mem = k.mem
+    heads = mem.head[pfns]
+    small = mem.order[heads] == 0
+    np.subtract.at(mem.pincount, heads[~small], 1)
+    refs = np.where(small, GUP_PIN_COUNTING_BIAS, 1)
+    mem.folio_put(heads, refs)

@@ -1,0 +1,217 @@
+"""The emulated kernel: machine state and the replay of scenario steps."""
+from collections import Counter
+
+import numpy as np
+
+from . import fault, fork, madvise, unmap, vmaops
+from .mapcount import policy_for
+from .memory import PhysMem, PAGE_SIZE, OutOfMemory, HPAGE_PMD_ORDER
+from .mm import MM, MMIdAllocator, VMA, PROT_FLAGS, VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, \
+    VM_SHARED, VM_MAYSHARE, VM_ACCOUNT
+from .pagecache import FileObject, FIRST_INODE, truncate_object
+from .rmap import Rmap
+from .errors import Fault, StepError
+from . import scenario as sc
+
+HZ = 100                      # USER_HZ: clock ticks in /proc
+STEP_TICKS = 10               # each step advances the clock by 0.1 s
+BOOT_TICKS = 1234 * HZ        # uptime when the scenario starts
+BTIME = 1795000000            # boot time (seconds since the epoch)
+
+
+class Process:
+    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0):
+        self.pid = pid
+        self.comm = comm
+        self.ppid = ppid
+        self.cgroup = cgroup
+        self.mm = mm
+        self.start_ticks = start_ticks
+        self.uid = uid
+        self.gid = uid
+        self.pins = {}            # (range name, page offset) -> [pfn, ...]
+        self.ranges = {}          # range name -> FileObject of a shared-anon range
+        self.minflt = 0
+
+
+class Kernel:
+    """One emulated machine running one kernel config."""
+
+    def __init__(self, config, scenario):
+        self.config = config
+        self.scenario = scenario
+        self.policy = policy_for(config)
+        self.mem = PhysMem(scenario.memory)
+        self.events = Counter()
+        self.rmap = Rmap(self.mem, config, self.policy, self.events)
+        self.mm_ids = MMIdAllocator(config.mm_id_max)
+        self.thp = scenario.thp
+        self.cgroups = list(scenario.cgroups)
+        self.ticks = BOOT_TICKS
+        self.objects = []
+        self.files = {}
+        for f in scenario.files.values():
+            self.files[f.name] = self._new_object(f.name, f.path, f.size, f.folio_size)
+        self.processes = {}
+        init = Process(1, 'init', 0, '/', MM(self.mm_ids.alloc()), 0)
+        self.processes[1] = init
+        for p in scenario.processes:
+            self.processes[p.pid] = Process(p.pid, p.comm, 1, p.cgroup,
+                                            MM(self.mm_ids.alloc()), BOOT_TICKS - HZ)
+        self.step_index = 0
+        self.stopped_at = None
+        self.faults = []          # (step, reason) of steps that faulted with expect: fault
+
+    # --- helpers used by the operations ------------------------------------------
+    def _new_object(self, name, path, size, folio_size, shmem_anon=False):
+        obj = FileObject(len(self.objects), name, path, size, folio_size, shmem_anon,
+                         inode=FIRST_INODE + len(self.objects))
+        self.objects.append(obj)
+        return obj
+
+    def memcg_of(self, proc):
+        return self.cgroups.index(proc.cgroup)
+
+    def count_event(self, name, n=1):
+        self.events[name] += n
+
+    def alloc(self, order, count):
+        try:
+            return self.mem.alloc(order, count)
+        except OutOfMemory as e:
+            raise Fault(str(e))
+
+    def proc(self, pid):
+        return self.processes[pid]
+
+    def range_vmas(self, proc, name):
+        return [v for v in proc.mm.vmas if v.name == name]
+
+    def range_span(self, proc, name, offset, length):
+        """Absolute [start, end) of offset/length in the named range."""
+        vmas = self.range_vmas(proc, name)
+        if not vmas:
+            raise Fault('range %r of pid %d is not mapped' % (name, proc.pid))
+        base = vmas[0].range_start
+        return base + offset, base + offset + length
+
+    # --- replay ----------------------------------------------------------------------
+    def run(self, steps, stop_at=None):
+        """Replays steps; stops right after the snapshot `stop_at`."""
+        for step in steps:
+            self.apply(step)
+            if isinstance(step, sc.Snapshot) and step.label == stop_at:
+                self.stopped_at = stop_at
+                return
+        if stop_at is not None:
+            raise StepError(None, 'no snapshot %r' % stop_at)
+
+    def apply(self, step):
+        self.step_index = step.index
+        self.ticks += STEP_TICKS
+        handler = getattr(self, 'do_' + step.op)
+        try:
+            handler(step)
+        except Fault as e:
+            if not step.expect_fault:
+                raise StepError(step, str(e))
+            self.faults.append((step, str(e)))
+            return
+        if step.expect_fault:
+            raise StepError(step, 'expected a fault, but the kernel performed the step')
+
+    def do_snapshot(self, step):
+        pass
+
+    def do_thp(self, step):
+        self.thp = step.settings
+
+    def do_mmap(self, st):
+        p = self.proc(st.pid)
+        flags = PROT_FLAGS[st.prot] | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+        obj = None
+        pgoff = 0
+        if st.kind == 'shared-anon':
+            obj = self._new_object(st.name, '/dev/zero', st.size, PAGE_SIZE, shmem_anon=True)
+            flags |= VM_SHARED | VM_MAYSHARE
+        elif st.kind in ('file', 'shared-file'):
+            obj = self.files[st.file]
+            pgoff = st.file_offset // PAGE_SIZE
+            if st.kind == 'shared-file':
+                flags |= VM_SHARED | VM_MAYSHARE
+        if st.kind == 'anon' and st.prot == 'rw':
+            flags |= VM_ACCOUNT
+        if st.addr is not None:
+            addr = st.addr
+            unmap.do_munmap(self, p, addr, addr + st.size)
+        else:
+            addr = p.mm.get_unmapped_area(st.size, max(st.align, PAGE_SIZE))
+        vma = VMA(addr, addr + st.size, flags, st.kind, st.name, obj, pgoff)
+        p.mm.insert_vma(vma)
+
+    def do_read(self, st):
+        p = self.proc(st.pid)
+        start, end = self.range_span(p, st.vma, st.offset, st.length)
+        fault.access(self, p, start, end, write=False)
+
+    def do_write(self, st):
+        p = self.proc(st.pid)
+        start, end = self.range_span(p, st.vma, st.offset, st.length)
+        fault.access(self, p, start, end, write=True)
+
+    def do_fork(self, st):
+        fork.do_fork(self, self.proc(st.pid), st.child, st.comm)
+
+    def do_exit(self, st):
+        unmap.do_exit(self, self.proc(st.pid))
+
+    def do_munmap(self, st):
+        p = self.proc(st.pid)
+        start, end = self.range_span(p, st.vma, st.offset, st.length)
+        unmap.do_munmap(self, p, start, end)
+
+    def do_mprotect(self, st):
+        p = self.proc(st.pid)
+        start, end = self.range_span(p, st.vma, st.offset, st.length)
+        vmaops.do_mprotect(self, p, start, end, st.prot)
+
+    def do_mremap(self, st):
+        vmaops.do_mremap(self, self.proc(st.pid), st.vma, st.new_size, st.move_to)
+
+    def do_madvise(self, st):
+        p = self.proc(st.pid)
+        start, end = self.range_span(p, st.vma, st.offset, st.length)
+        madvise.do_madvise(self, p, start, end, st.advice)
+
+    def do_pin(self, st):
+        p = self.proc(st.pid)
+        start, end = self.range_span(p, st.vma, st.offset, st.length)
+        fault.pin_range(self, p, st.vma, start, end)
+
+    def do_unpin(self, st):
+        p = self.proc(st.pid)
+        start, end = self.range_span(p, st.vma, st.offset, st.length)
+        fault.unpin_range(self, p, st.vma, start, end)
+
+    # --- process lifetime -----------------------------------------------------------
+    def release_mm(self, proc):
+        """__mmdrop(): the MM ID goes back to the allocator."""
+        self.mm_ids.free(proc.mm.mm_id)
+
+    def drop_unused_objects(self):
+        """Frees the shmem object of a shared-anon range once no VMA maps it."""
+        used = {id(v.obj) for p in self.processes.values() for v in p.mm.vmas if v.obj}
+        for obj in self.objects:
+            if obj.shmem_anon and id(obj) not in used and (obj.pages >= 0).any():
+                truncate_object(self, obj)
+
+    @property
+    def uptime_ticks(self):
+        return self.ticks
+
+
+def replay(config, scenario, stop_at=None):
+    """Builds a Kernel for `config` and replays the scenario."""
+    k = Kernel(config, scenario)
+    k.run(scenario.steps, stop_at)
+    return k

@@ -1,0 +1,242 @@
+"""madvise() (mm/madvise.c, mm/khugepaged.c madvise_collapse)."""
+import numpy as np
+
+from .errors import Fault
+from .mapcount import folio_maybe_mapped_shared
+from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_REFERENCED, FL_SWAPBACKED,
+                     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE)
+from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_DONTCOPY,
+                 VM_HUGEPAGE, VM_NOHUGEPAGE, VM_WIPEONFORK)
+from . import pmd as pmdops
+from .split import rmap_walk, split_folio, try_to_unmap
+from .unmap import zap_range, split_vma_at
+from .vmaops import vmas_for_range
+
+FLAG_ADVICE = {
+    'hugepage': (VM_HUGEPAGE, VM_NOHUGEPAGE),
+    'nohugepage': (VM_NOHUGEPAGE, VM_HUGEPAGE),
+    'dontfork': (VM_DONTCOPY, 0),
+    'dofork': (0, VM_DONTCOPY),
+    'wipeonfork': (VM_WIPEONFORK, 0),
+    'keeponfork': (0, VM_WIPEONFORK),
+}
+
+
+def do_madvise(k, proc, start, end, advice):
+    if advice in FLAG_ADVICE:
+        return madvise_update_vma(k, proc, start, end, advice)
+    vmas = proc.mm.vmas_in(start, end)
+    covered = sum(min(v.end, end) - max(v.start, start) for v in vmas)
+    for v in vmas:
+        lo = v.page_index(max(start, v.start))
+        hi = v.page_index(min(end, v.end))
+        if advice == 'dontneed':
+            zap_range(k, proc.mm, v, lo, hi)
+        elif advice == 'free':
+            if not v.is_anon:
+                raise Fault('EINVAL: MADV_FREE works on private anonymous memory only')
+            madvise_free(k, proc, v, lo, hi)
+        elif advice in ('cold', 'pageout'):
+            madvise_cold_or_pageout(k, proc, v, lo, hi, advice == 'pageout')
+        elif advice == 'collapse':
+            madvise_collapse(k, proc, v, lo, hi)
+    if covered != end - start:
+        raise Fault('ENOMEM: part of the range is not mapped')
+
+
+def madvise_update_vma(k, proc, start, end, advice):
+    """madvise_update_vma(): set/clear a VMA flag, splitting and merging."""
+    set_, clear = FLAG_ADVICE[advice]
+    vmas = vmas_for_range(k, proc, start, end)
+    if advice in ('wipeonfork', 'keeponfork'):
+        for v in vmas:
+            if not v.is_anon:
+                raise Fault('EINVAL: MADV_%s needs private anonymous memory' % advice.upper())
+    for v in vmas:
+        v.flags = (v.flags | set_) & ~clear
+    proc.mm.merge_vmas()
+
+
+def _folio_runs(k, vma, lo, hi):
+    """Present PTE-mapped normal pages of [lo, hi) grouped by folio:
+    [(head, VMA indices)] in address order."""
+    mem = k.mem
+    idx = np.arange(lo, hi)
+    idx = idx[(vma.pfn[lo:hi] >= 0) & ((vma.bits[lo:hi] & PTE_PMD) == 0)]
+    idx = idx[vma.pfn[idx] != mem.zero_pfn]
+    if len(idx) == 0:
+        return []
+    heads = mem.head[vma.pfn[idx]]
+    cut = np.flatnonzero(np.diff(heads)) + 1
+    return [(int(h[0]), i) for h, i in zip(np.split(heads, cut), np.split(idx, cut))]
+
+
+def _pmd_leaves(k, vma, lo, hi):
+    """(first index, covered whole, head) of non-zero PMD leaves meeting
+    [lo, hi)."""
+    out = []
+    for b in pmdops.pmd_leaves_in(vma, lo, hi):
+        head = int(k.mem.head[vma.pfn[b]])
+        if head != k.mem.huge_zero_pfn:
+            out.append((b, lo <= b and b + HPAGE_PMD_NR <= hi, head))
+    return out
+
+
+def madvise_free(k, proc, vma, lo, hi):
+    """madvise_free_pte_range() / madvise_free_huge_pmd()."""
+    mem = k.mem
+    for b, whole, head in _pmd_leaves(k, vma, lo, hi):
+        if folio_maybe_mapped_shared(mem, [head])[0]:
+            continue
+        if not whole:
+            split_folio(k, head)
+            continue
+        if mem.flags[head] & FL_DIRTY:
+            if mem.large_mapcount[head] != 1:
+                continue
+            mem.flags[head] &= ~np.uint32(FL_DIRTY)
+        vma.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_YOUNG | PTE_DIRTY)
+        folio_mark_lazyfree(mem, head)
+    for head, idx in _folio_runs(k, vma, lo, hi):
+        nr = 1 << int(mem.order[head])
+        if nr > 1 and len(idx) < nr:
+            if folio_maybe_mapped_shared(mem, [head])[0] or not split_folio(k, head):
+                continue
+            head = None
+        heads = [head] if head is not None else list(mem.head[vma.pfn[idx]])
+        for h in heads:
+            sel = idx if head is not None else idx[mem.head[vma.pfn[idx]] == h]
+            if mem.flags[h] & FL_DIRTY:
+                mapcount = mem.large_mapcount[h] if mem.order[h] else mem.page_mapcount[h]
+                if mapcount != (1 << int(mem.order[h])):
+                    continue
+                mem.flags[h] &= ~np.uint32(FL_DIRTY)
+            vma.bits[sel] &= ~np.uint8(PTE_YOUNG | PTE_DIRTY)
+            folio_mark_lazyfree(mem, h)
+
+
+def folio_mark_lazyfree(mem, head):
+    """lru_lazyfree: a clean swap-backed anon folio loses PG_swapbacked and
+    moves to the inactive file list."""
+    f = mem.flags[head]
+    if f & FL_ANON and f & FL_SWAPBACKED:
+        mem.flags[head] = f & ~np.uint32(FL_SWAPBACKED | FL_ACTIVE | FL_REFERENCED)
+
+
+def madvise_cold_or_pageout(k, proc, vma, lo, hi, pageout):
+    """madvise_cold_or_pageout_pte_range(): exclusive folios lose their
+    young bits (cold only) and referenced flag and are deactivated (cold)
+    or reclaimed (pageout)."""
+    mem = k.mem
+    if pageout and not vma.is_anon and vma.is_shared is False and False:
+        return
+    to_reclaim = []
+    for b, whole, head in _pmd_leaves(k, vma, lo, hi):
+        if folio_maybe_mapped_shared(mem, [head])[0]:
+            continue
+        if not whole:
+            split_folio(k, head)
+            continue
+        if not pageout:
+            vma.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_YOUNG)
+        deactivate_or_collect(mem, head, pageout, to_reclaim)
+    for head, idx in _folio_runs(k, vma, lo, hi):
+        nr = 1 << int(mem.order[head])
+        if nr > 1 and len(idx) < nr:
+            if folio_maybe_mapped_shared(mem, [head])[0]:
+                continue
+            split_folio(k, head)
+            continue
+        mapcount = mem.large_mapcount[head] if nr > 1 else mem.page_mapcount[head]
+        if not mem.flags[head] & FL_LRU or mapcount != nr:
+            continue
+        if not pageout:
+            vma.bits[idx] &= ~np.uint8(PTE_YOUNG)
+        deactivate_or_collect(mem, head, pageout, to_reclaim)
+    if to_reclaim:
+        reclaim_pages(k, to_reclaim)
+
+
+def deactivate_or_collect(mem, head, pageout, to_reclaim):
+    mem.flags[head] &= ~np.uint32(FL_REFERENCED)
+    if pageout:
+        to_reclaim.append(head)
+    else:
+        mem.flags[head] &= ~np.uint32(FL_ACTIVE)
+
+
+def reclaim_pages(k, heads):
+    """shrink_folio_list() on a machine without swap: a lazily freed clean
+    anon folio is unmapped and freed; a swap-backed anon folio finds no
+    swap slot, so a large one is split and each folio activated; a shmem
+    folio is unmapped, fails writeout and is activated."""
+    mem = k.mem
+    for head in heads:
+        f = mem.flags[head]
+        if f & FL_ANON and not f & FL_SWAPBACKED:
+            dirty = f & FL_DIRTY or any((v.bits[idx] & PTE_DIRTY).any()
+                                        for _, v, idx in rmap_walk(k, [head]))
+            if dirty:
+                mem.flags[head] |= FL_SWAPBACKED
+                continue
+            try_to_unmap(k, [head])
+            k.count_event('pglazyfreed', 1 << int(mem.order[head]))
+            continue
+        if f & FL_ANON:
+            nr = 1 << int(mem.order[head])
+            if nr > 1:
+                if not split_folio(k, head):
+                    mem.flags[head] |= FL_ACTIVE
+                    continue
+                for h in range(head, head + nr):
+                    if mem.head[h] == h:
+                        mem.flags[h] |= FL_ACTIVE
+                continue
+            mem.flags[head] |= FL_ACTIVE
+            continue
+        try_to_unmap(k, [head])
+        if mem.head[head] == head:
+            mem.flags[head] |= FL_ACTIVE
+
+
+def madvise_collapse(k, proc, vma, lo, hi):
+    """madvise_collapse(): every PMD-aligned 2M block inside the range and
+    the VMA is collapsed into a new PMD-mapped THP (khugepaged's limits
+    on empty, swapped and shared PTEs do not apply).  A block with no
+    writable page mapped fails with EINVAL, as do blocks that cannot be
+    collapsed; the others are collapsed all the same."""
+    mem = k.mem
+    if not vma.is_anon:
+        raise Fault('EINVAL: MADV_COLLAPSE of file and shmem mappings is not emulated')
+    if vma.flags & VM_NOHUGEPAGE:
+        raise Fault('EINVAL: MADV_COLLAPSE on a VM_NOHUGEPAGE mapping')
+    base = vma.start >> PAGE_SHIFT
+    first = -(-(base + lo) // HPAGE_PMD_NR) * HPAGE_PMD_NR - base
+    failed = None
+    for b in range(first, hi - HPAGE_PMD_NR + 1, HPAGE_PMD_NR):
+        sl = slice(b, b + HPAGE_PMD_NR)
+        if vma.bits[b] & PTE_PMD and vma.pfn[b] != mem.huge_zero_pfn + 0 and \
+                mem.head[vma.pfn[b]] != mem.huge_zero_pfn:
+            continue
+        pfns = vma.pfn[sl]
+        present = (pfns >= 0) & (pfns != mem.zero_pfn) & ((vma.bits[sl] & PTE_PMD) == 0)
+        if not ((vma.bits[sl] & PTE_WRITE) != 0)[present].any():
+            failed = 'EINVAL: MADV_COLLAPSE found no writable page in a 2M block'
+            continue
+        heads = mem.head[pfns[present]]
+        uh = np.unique(heads)
+        extra = mem.refcount[uh] - np.where(mem.order[uh] > 0, mem.large_mapcount[uh],
+                                           mem.page_mapcount[uh])
+        if (extra > 0).any() or not (mem.flags[uh] & FL_ANON).all():
+            failed = 'EAGAIN: a page of the block is pinned or not anonymous'
+            continue
+        dirty_young = vma.bits[sl]
+        zap_range(k, proc.mm, vma, b, b + HPAGE_PMD_NR)
+        proc.mm.pte_tables.discard((vma.start + (b << PAGE_SHIFT)) >> 21)
+        from .fault import new_anon_folios
+        new_anon_folios(k, proc, vma, np.array([b]), HPAGE_PMD_ORDER)
+        k.events['thp_fault_alloc'] -= 1
+        k.events['mthp/2048kB/anon_fault_alloc'] -= 1
+        k.count_event('thp_collapse_alloc')
+    if failed:
+        raise Fault(failed)

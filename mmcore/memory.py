@@ -1,0 +1,167 @@
+"""Physical memory: page frames, folios and their per-folio/per-page state.
+
+All state lives in numpy arrays indexed by PFN.  Per-folio fields are kept
+at the folio's head PFN (the kernel keeps them in page[0..2] of the folio,
+semantics.md 3.3); per-page fields (per-page mapcount, AnonExclusive) at
+each PFN.  Folios are naturally aligned blocks of 2^order frames
+(order 0..9), handed out by a lowest-address-first allocator.
+"""
+import numpy as np
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+HPAGE_PMD_ORDER = 9
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
+
+# folio flags (subset of enum pageflags plus folio-level state we track)
+FL_ANON = 1 << 0            # folio->mapping is an anon_vma
+FL_SWAPBACKED = 1 << 1      # PG_swapbacked
+FL_DIRTY = 1 << 2           # PG_dirty
+FL_LRU = 1 << 3             # PG_lru
+FL_ACTIVE = 1 << 4          # PG_active
+FL_REFERENCED = 1 << 5      # PG_referenced
+FL_UPTODATE = 1 << 6        # PG_uptodate
+FL_PARTIALLY_MAPPED = 1 << 7  # PG_partially_mapped (on the deferred split queue)
+FL_ZERO = 1 << 8            # the shared zero page or the huge zero folio
+FL_PAGECACHE = 1 << 9       # in a file's or shmem object's page cache
+FL_KSM = 1 << 10
+FL_RESERVED = 1 << 11       # PG_reserved (kernel image, zero page)
+FL_UNEVICTABLE = 1 << 12
+FL_MLOCKED = 1 << 13
+FL_DEFERRED = 1 << 14       # on a deferred split list (new THPs, 6.12+)
+
+# GUP_PIN_COUNTING_BIAS (include/linux/mm.h): FOLL_PIN on a small folio adds
+# this to the refcount; on a large folio it adds 1 and bumps _pincount.
+GUP_PIN_COUNTING_BIAS = 1024
+
+RESERVED_LOW_FRAMES = 256   # the first MiB: firmware and kernel image
+
+
+class OutOfMemory(Exception):
+    pass
+
+
+class PhysMem:
+    """Frames and folio state of the whole machine."""
+
+    def __init__(self, memory_bytes):
+        n = memory_bytes >> PAGE_SHIFT
+        self.nr_frames = n
+        self.free = np.ones(n, dtype=bool)
+        # per PFN: head PFN of the folio it belongs to (-1: free frame)
+        self.head = np.full(n, -1, dtype=np.int64)
+        # per folio (valid at the head PFN)
+        self.order = np.zeros(n, dtype=np.int8)
+        self.refcount = np.zeros(n, dtype=np.int64)
+        self.large_mapcount = np.zeros(n, dtype=np.int64)    # LM, logical
+        self.entire_mapcount = np.zeros(n, dtype=np.int64)   # E, logical
+        self.nr_pages_mapped = np.zeros(n, dtype=np.int64)   # PAGE_MAPCOUNT only
+        self.mm_id = np.zeros((n, 2), dtype=np.int64)        # _mm_id[0], _mm_id[1]
+        self.mm_id_mapcount = np.zeros((n, 2), dtype=np.int64)  # logical (stored + 1)
+        self.maybe_shared = np.zeros(n, dtype=bool)          # FOLIO_MM_IDS_SHARED_BIT
+        self.pincount = np.zeros(n, dtype=np.int64)
+        self.flags = np.zeros(n, dtype=np.uint32)
+        self.memcg = np.zeros(n, dtype=np.int32)             # memcg index of the charge
+        self.mapping = np.full(n, -1, dtype=np.int32)        # page-cache object id
+        self.index = np.zeros(n, dtype=np.int64)             # page-cache index of the head
+        # per page
+        self.page_mapcount = np.zeros(n, dtype=np.int64)     # _mapcount + 1
+        self.anon_exclusive = np.zeros(n, dtype=bool)        # PG_anon_exclusive
+        self._reserve(0, min(RESERVED_LOW_FRAMES, n))
+        self.zero_pfn = self._alloc_fixed(0)
+        self.flags[self.zero_pfn] = FL_ZERO | FL_RESERVED | FL_UPTODATE
+        self.huge_zero_pfn = -1
+
+    # --- allocation ---------------------------------------------------------
+    def _reserve(self, start, count):
+        self.free[start:start + count] = False
+        self.head[start:start + count] = np.arange(start, start + count)
+        self.flags[start:start + count] = FL_RESERVED
+        self.refcount[start:start + count] = 1
+
+    def _alloc_fixed(self, order):
+        heads = self.alloc(order, 1)
+        self.refcount[heads] = 1
+        return int(heads[0])
+
+    def get_huge_zero_pfn(self):
+        """mm_get_huge_zero_folio(): allocated on first use, kept after."""
+        if self.huge_zero_pfn < 0:
+            h = self._alloc_fixed(HPAGE_PMD_ORDER)
+            self.flags[h] = FL_ZERO | FL_UPTODATE
+            self.huge_zero_pfn = h
+        return self.huge_zero_pfn
+
+    def alloc(self, order, count):
+        """Allocates `count` folios of `order` at the lowest free naturally
+        aligned blocks; returns their head PFNs (ascending).  State fields
+        start as prep_compound_head() leaves them: unmapped, free slots."""
+        if count <= 0:
+            return np.zeros(0, dtype=np.int64)
+        nr = 1 << order
+        usable = self.nr_frames - self.nr_frames % nr
+        blocks = self.free[:usable].reshape(-1, nr).all(axis=1)
+        idx = np.flatnonzero(blocks)
+        if len(idx) < count:
+            raise OutOfMemory('out of memory: %d folios of order %d wanted, %d free'
+                              % (count, order, len(idx)))
+        heads = idx[:count].astype(np.int64) * nr
+        pfns = (heads[:, None] + np.arange(nr)).ravel()
+        self.free[pfns] = False
+        self.head[pfns] = np.repeat(heads, nr)
+        self.page_mapcount[pfns] = 0
+        self.anon_exclusive[pfns] = False
+        self.order[heads] = order
+        self.refcount[heads] = 0
+        self.large_mapcount[heads] = 0
+        self.entire_mapcount[heads] = 0
+        self.nr_pages_mapped[heads] = 0
+        self.mm_id[heads] = 0
+        self.mm_id_mapcount[heads] = 0
+        self.maybe_shared[heads] = False
+        self.pincount[heads] = 0
+        self.flags[heads] = 0
+        self.memcg[heads] = 0
+        self.mapping[heads] = -1
+        self.index[heads] = 0
+        return heads
+
+    def free_folios(self, heads):
+        """Returns folios whose last reference went to the allocator."""
+        if len(heads) == 0:
+            return
+        orders = self.order[heads].astype(np.int64)
+        for o in np.unique(orders):
+            hs = heads[orders == o]
+            pfns = (hs[:, None] + np.arange(1 << int(o))).ravel()
+            self.free[pfns] = True
+            self.head[pfns] = -1
+            self.page_mapcount[pfns] = 0
+            self.anon_exclusive[pfns] = False
+            self.flags[hs] = 0
+            self.mapping[hs] = -1
+
+    # --- folio helpers ---------------------------------------------------------
+    def folio_nr_pages(self, heads):
+        return np.left_shift(1, self.order[heads].astype(np.int64))
+
+    def folio_put(self, heads, refs):
+        """Drops references; frees folios that reach zero (folio_put)."""
+        np.subtract.at(self.refcount, heads, refs)
+        uniq = np.unique(heads)
+        dead = uniq[self.refcount[uniq] <= 0]
+        if len(dead):
+            self.refcount[dead] = 0
+            self.free_folios(dead)
+        return dead
+
+    def folio_get(self, heads, refs):
+        np.add.at(self.refcount, heads, refs)
+
+    def nr_free_frames(self):
+        return int(np.count_nonzero(self.free))
+
+    def allocated_folio_heads(self):
+        """Head PFNs of every allocated folio (including reserved frames)."""
+        pfn = np.flatnonzero(~self.free)
+        return pfn[self.head[pfn] == pfn]

@@ -1,0 +1,92 @@
+"""Page cache of files and shmem objects.
+
+Scenario files live on tmpfs, as on the recording machine
+(shared/conformance/README.md): their folios are swap-backed and count as
+shmem (NR_SHMEM, RssShmem, memcg shmem).  A `shared-anon` mapping is backed
+by its own shmem object, shared by fork (shmem_zero_setup).
+"""
+import numpy as np
+
+from .memory import (FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE, HPAGE_PMD_ORDER,
+                     PAGE_SHIFT)
+
+SHMEM_DEV = (0, 1)          # the tmpfs superblock's anonymous device
+FIRST_INODE = 1000
+
+
+class FileObject:
+    """An inode with its address_space (page cache)."""
+
+    def __init__(self, obj_id, name, path, size, folio_size, shmem_anon=False, inode=0):
+        self.id = obj_id
+        self.name = name
+        self.path = path
+        self.size = size
+        self.folio_order = max(0, (folio_size >> PAGE_SHIFT).bit_length() - 1)
+        self.shmem_anon = shmem_anon       # backs a MAP_SHARED|MAP_ANONYMOUS range
+        self.inode = inode
+        self.dev = SHMEM_DEV
+        self.pages = np.full(size >> PAGE_SHIFT, -1, dtype=np.int64)
+
+    @property
+    def nr_pages(self):
+        return len(self.pages)
+
+
+def shmem_huge_order(thp, vma, index, nr_pages):
+    """shmem_huge_global_enabled(): PMD-sized folio for a shmem fault when
+    the shmem_enabled knob allows it and the aligned block lies inside the
+    object.  Per-size shmem knobs stay `never` (as on the recording
+    machine), so the only large order is the PMD one."""
+    mode = thp.shmem_enabled
+    if mode in ('never', 'deny'):
+        return 0
+    if mode == 'advise' and not (vma is not None and vma.flags & (1 << 29)):
+        return 0
+    start = index & ~((1 << HPAGE_PMD_ORDER) - 1)
+    if start + (1 << HPAGE_PMD_ORDER) > nr_pages:
+        return 0
+    return HPAGE_PMD_ORDER
+
+
+def filemap_get_folio(k, obj, index, order, memcg):
+    """Finds the page-cache folio holding `index`, or allocates and inserts
+    one of `order` (shrunk until it fits in the file and in a free slot of
+    the cache).  Returns the PFN of the page at `index`."""
+    pfn = obj.pages[index]
+    if pfn >= 0:
+        return int(pfn)
+    mem = k.mem
+    while order > 0:
+        start = index & ~((1 << order) - 1)
+        end = start + (1 << order)
+        if end <= obj.nr_pages and (obj.pages[start:end] < 0).all():
+            break
+        order -= 1
+    start = index & ~((1 << order) - 1)
+    head = int(mem.alloc(order, 1)[0])
+    nr = 1 << order
+    mem.flags[head] = FL_PAGECACHE | FL_UPTODATE | FL_LRU | FL_SWAPBACKED
+    mem.refcount[head] = nr                  # one reference per page in the cache
+    mem.memcg[head] = memcg
+    mem.mapping[head] = obj.id
+    mem.index[head] = start
+    obj.pages[start:start + nr] = head + np.arange(nr)
+    if order:
+        k.count_event('mthp/%dkB/shmem_alloc' % (4 << order))
+        if order == HPAGE_PMD_ORDER:
+            k.count_event('thp_file_alloc')
+    return int(obj.pages[index])
+
+
+def truncate_object(k, obj):
+    """Drops the page cache of an object nobody maps or opens any more
+    (shmem_evict_inode for shared-anon objects)."""
+    pfns = obj.pages[obj.pages >= 0]
+    if len(pfns) == 0:
+        return
+    heads = np.unique(k.mem.head[pfns])
+    k.mem.flags[heads] &= ~np.uint32(FL_PAGECACHE)
+    k.mem.mapping[heads] = -1
+    k.mem.folio_put(heads, k.mem.folio_nr_pages(heads))
+    obj.pages[:] = -1

@@ -1,0 +1,72 @@
+"""PMD-level mappings: finding PMD leaves, mapping and splitting them
+(mm/huge_memory.c: do_set_pmd, __split_huge_pmd_locked)."""
+import numpy as np
+
+from .memory import FL_ANON, FL_DIRTY, FL_REFERENCED, HPAGE_PMD_NR, PAGE_SHIFT
+from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG
+
+
+def pmd_start(vma, i):
+    """VMA page index of the first page of the PMD block holding page i."""
+    return i - (((vma.start >> PAGE_SHIFT) + i) % HPAGE_PMD_NR)
+
+
+def pmd_leaves_in(vma, lo, hi):
+    """First VMA page index of every PMD leaf that intersects [lo, hi)."""
+    if hi <= lo:
+        return []
+    idx = np.flatnonzero(vma.bits[lo:hi] & PTE_PMD) + lo
+    if len(idx) == 0:
+        return []
+    return sorted({pmd_start(vma, int(i)) for i in idx[::1]})
+
+
+def map_file_pmd(k, proc, vma, first, head, write):
+    """do_set_pmd(): a PMD-sized page-cache folio mapped by one PMD."""
+    sl = slice(first, first + HPAGE_PMD_NR)
+    vma.pfn[sl] = head + np.arange(HPAGE_PMD_NR)
+    bits = PTE_PRESENT | PTE_YOUNG | PTE_PMD
+    if write or (vma.is_shared and vma.flags & 2):
+        bits |= PTE_WRITE
+    if write:
+        bits |= PTE_DIRTY
+    vma.bits[sl] = bits
+    k.rmap.add_pmd(proc.mm.mm_id, np.array([head]))
+    k.mem.folio_get(np.array([head]), 1)
+    proc.mm.add_rss('shmem', HPAGE_PMD_NR)
+    k.count_event('thp_file_mapped')
+
+
+def split_pmd(k, mm, vma, b):
+    """__split_huge_pmd_locked() of the PMD leaf at VMA index b.  An anon
+    THP stays whole and is mapped by 512 PTEs that keep the PMD's write,
+    dirty and young bits (the folio becomes dirty if the PMD was); a file
+    or shmem PMD is simply unmapped (refaulted later by PTEs); the huge
+    zero page is replaced by 512 entries of the small zero page."""
+    mem = k.mem
+    sl = slice(b, b + HPAGE_PMD_NR)
+    pfn0 = int(vma.pfn[b])
+    bits = int(vma.bits[b])
+    head = int(mem.head[pfn0])
+    mm.pte_tables.add((vma.start + (b << PAGE_SHIFT)) >> 21)
+    k.count_event('thp_split_pmd')
+    if head == mem.huge_zero_pfn:
+        vma.pfn[sl] = mem.zero_pfn
+        vma.bits[sl] = PTE_PRESENT | (bits & PTE_YOUNG)
+        return
+    if bits & PTE_DIRTY:
+        mem.flags[head] |= FL_DIRTY
+    if mem.flags[head] & FL_ANON:
+        pfns = vma.pfn[sl].copy()
+        vma.bits[sl] = bits & ~PTE_PMD & 0xff
+        k.rmap.add_ptes(mm.mm_id, pfns)
+        k.rmap.remove_pmd(mm.mm_id, np.array([head]))
+        mem.refcount[head] += HPAGE_PMD_NR - 1
+        return
+    if bits & PTE_YOUNG:
+        mem.flags[head] |= FL_REFERENCED
+    vma.pfn[sl] = -1
+    vma.bits[sl] = 0
+    k.rmap.remove_pmd(mm.mm_id, np.array([head]))
+    mem.folio_put(np.array([head]), 1)
+    mm.add_rss('shmem', -HPAGE_PMD_NR)

@@ -1,0 +1,299 @@
+"""What /proc can see of the mm state: one read-only interface for the
+renderers.  Every per-page answer that depends on the mapcount config is
+delegated to the kernel's mapcount policy (mapcount.py); nothing here
+branches on the config.
+
+Per VMA, `vma_pages()` returns arrays over the VMA's pages; system-wide,
+`kpagecount()`, `kpageflags()` and `kpagecgroup()` answer per PFN, and
+`node_stats()`, `memcg_stats()` and `mm_stats()` give the counters behind
+meminfo, vmstat, memory.stat and status.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED, FL_PAGECACHE,
+                     FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
+                     FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
+from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE
+from . import pmd as pmdops
+
+# include/uapi/linux/kernel-page-flags.h and the kernel-hacking bits
+KPF = {'LOCKED': 0, 'ERROR': 1, 'REFERENCED': 2, 'UPTODATE': 3, 'DIRTY': 4, 'LRU': 5,
+       'ACTIVE': 6, 'SLAB': 7, 'WRITEBACK': 8, 'RECLAIM': 9, 'BUDDY': 10, 'MMAP': 11,
+       'ANON': 12, 'SWAPCACHE': 13, 'SWAPBACKED': 14, 'COMPOUND_HEAD': 15,
+       'COMPOUND_TAIL': 16, 'HUGE': 17, 'UNEVICTABLE': 18, 'HWPOISON': 19, 'NOPAGE': 20,
+       'KSM': 21, 'THP': 22, 'OFFLINE': 23, 'ZERO_PAGE': 24, 'IDLE': 25, 'PGTABLE': 26,
+       'RESERVED': 32, 'MLOCKED': 33, 'OWNER_2': 34}
+
+MAX_PAGE_ORDER = 10
+# page_type of a free buddy block's first page (PGTY_buddy << 24)
+PAGE_TYPE_BUDDY = -0x10000000
+
+
+@dataclass
+class PageView:
+    """Arrays over the pages of one VMA (index = page within the VMA)."""
+    present: np.ndarray
+    pfn: np.ndarray            # -1 where not present
+    pmd: np.ndarray            # mapped through a PMD leaf
+    writable: np.ndarray
+    pte_dirty: np.ndarray
+    young: np.ndarray
+    soft_dirty: np.ndarray
+    zero: np.ndarray           # shared zero page or huge zero page
+    normal: np.ndarray         # present and vm_normal_page() != NULL
+    anon: np.ndarray
+    swapbacked: np.ndarray
+    ksm: np.ndarray
+    folio_dirty: np.ndarray
+    folio_referenced: np.ndarray
+    active: np.ndarray
+    unevictable: np.ndarray
+    refcount_one: np.ndarray
+    head: np.ndarray           # head PFN of the folio, -1 where none
+    folio_pages: np.ndarray
+    mapcount: np.ndarray       # smaps' m (precise or average, per config)
+    private: np.ndarray        # smaps' exclusive decision (per config)
+    pm_exclusive: np.ndarray   # pagemap bit 56
+    pm_file: np.ndarray        # pagemap bit 61
+    numa_mapcount: np.ndarray  # numa_maps gather_stats() count
+
+
+def vma_pages(k, vma):
+    mem = k.mem
+    pol = k.policy
+    n = vma.nr_pages
+    pfn = vma.pfn.copy()
+    bits = vma.bits
+    present = pfn >= 0
+    pmd = (bits & PTE_PMD) != 0
+    head = np.full(n, -1, dtype=np.int64)
+    head[present] = mem.head[pfn[present]]
+    hflags = np.zeros(n, dtype=np.uint32)
+    hflags[present] = mem.flags[head[present]]
+    zero = present & ((hflags & FL_ZERO) != 0)
+    normal = present & ~zero
+    folio_pages = np.zeros(n, dtype=np.int64)
+    folio_pages[present] = mem.folio_nr_pages(head[present])
+    refcount_one = np.zeros(n, dtype=bool)
+    refcount_one[normal] = mem.refcount[head[normal]] == 1
+    mapcount = np.zeros(n, dtype=np.int64)
+    private = np.zeros(n, dtype=bool)
+    if normal.any():
+        mapcount[normal], private[normal] = pol.smaps_mapcount(mem, pfn[normal])
+    # pagemap and numa_maps look at the PMD's first page for every entry of
+    # a PMD leaf (semantics.md 12.1); the huge zero page counts as a page
+    # there (pmd_page), the small zero page does not (vm_normal_page)
+    first = pfn.copy()
+    for b in pmdops.pmd_leaves_in(vma, 0, n):
+        first[b:b + HPAGE_PMD_NR] = pfn[b]
+    pm_page = present & (normal | pmd)
+    pm_exclusive = np.zeros(n, dtype=bool)
+    pm_exclusive[pm_page] = pol.pagemap_exclusive(mem, first[pm_page])
+    pm_file = pm_page & ((hflags & FL_ANON) == 0)
+    numa_mapcount = np.zeros(n, dtype=np.int64)
+    if normal.any():
+        numa_mapcount[normal] = pol.numa_mapcount(mem, first[normal])
+    return PageView(
+        present=present, pfn=pfn, pmd=pmd & present,
+        writable=(bits & PTE_WRITE) != 0, pte_dirty=(bits & PTE_DIRTY) != 0,
+        young=(bits & PTE_YOUNG) != 0, soft_dirty=(bits & PTE_SOFT_DIRTY) != 0,
+        zero=zero, normal=normal,
+        anon=normal & ((hflags & FL_ANON) != 0),
+        swapbacked=normal & ((hflags & FL_SWAPBACKED) != 0),
+        ksm=normal & ((hflags & FL_KSM) != 0),
+        folio_dirty=normal & ((hflags & FL_DIRTY) != 0),
+        folio_referenced=normal & ((hflags & FL_REFERENCED) != 0),
+        active=normal & ((hflags & FL_ACTIVE) != 0),
+        unevictable=normal & ((hflags & FL_UNEVICTABLE) != 0),
+        refcount_one=refcount_one, head=head, folio_pages=folio_pages,
+        mapcount=mapcount, private=private, pm_exclusive=pm_exclusive, pm_file=pm_file,
+        numa_mapcount=numa_mapcount)
+
+
+# --- per PFN -----------------------------------------------------------------------------
+
+def _buddy_heads(mem, pfns):
+    """First pages of free buddy blocks: a free PFN that starts a maximal
+    naturally aligned free block (orders up to MAX_PAGE_ORDER)."""
+    free = mem.free
+    out = np.zeros(len(pfns), dtype=bool)
+    for j, p in enumerate(pfns):
+        if not free[p]:
+            continue
+        order = 0
+        while order < MAX_PAGE_ORDER:
+            parent = p & ~((2 << order) - 1)
+            end = parent + (2 << order)
+            if end > mem.nr_frames or not free[parent:end].all():
+                break
+            order += 1
+        out[j] = (p & ((1 << order) - 1)) == 0
+    return out
+
+
+def kpagecount(k, pfns):
+    """/proc/kpagecount (fs/proc/page.c, semantics.md 8.1)."""
+    mem = k.mem
+    pfns = np.asarray(pfns, dtype=np.int64)
+    out = np.zeros(len(pfns), dtype=np.uint64)
+    used = ~mem.free[pfns]
+    heads = mem.head[pfns]
+    folio = used & ((mem.flags[np.where(used, heads, 0)] & (FL_ZERO | FL_RESERVED)) == 0)
+    if folio.any():
+        out[folio] = k.policy.kpagecount(mem, pfns[folio]).astype(np.uint64)
+    if not k.policy.keeps_page_mapcount and (~used).any():
+        # folio_average_page_mapcount() reads a small folio's _mapcount raw:
+        # a free block's first page carries the buddy page type there
+        # (semantics.md 12.4, derived and unconfirmed)
+        free = pfns[~used]
+        bh = _buddy_heads(mem, free)
+        vals = np.zeros(len(free), dtype=np.uint64)
+        vals[bh] = np.uint64((PAGE_TYPE_BUDDY + 1) & ((1 << 64) - 1))
+        out[~used] = vals
+    return out
+
+
+def kpageflags(k, pfns):
+    """/proc/kpageflags (stable_page_flags(), semantics.md 8.2)."""
+    mem = k.mem
+    pfns = np.asarray(pfns, dtype=np.int64)
+    out = np.zeros(len(pfns), dtype=np.uint64)
+    bit = lambda name: np.uint64(1 << KPF[name])
+    free = mem.free[pfns]
+    out[free] |= bit('BUDDY')
+    used = pfns[~free]
+    if len(used) == 0:
+        return out
+    heads = mem.head[used]
+    f = mem.flags[heads]
+    order = mem.order[heads]
+    v = np.zeros(len(used), dtype=np.uint64)
+    reserved = (f & FL_RESERVED) != 0
+    zero = (f & FL_ZERO) != 0
+    large = order > 0
+    v[reserved] |= bit('RESERVED')
+    v[zero] |= bit('ZERO_PAGE')
+    v[large & (used == heads)] |= bit('COMPOUND_HEAD')
+    v[large & (used != heads)] |= bit('COMPOUND_TAIL')
+    rmappable = large & ((f & (FL_ANON | FL_PAGECACHE)) != 0)
+    v[rmappable | (large & zero)] |= bit('THP')
+    mapped = np.where(order > 0, mem.large_mapcount[heads] > 0, mem.page_mapcount[heads] > 0)
+    v[mapped & ~zero] |= bit('MMAP')
+    for flag, name in ((FL_ANON, 'ANON'), (FL_SWAPBACKED, 'SWAPBACKED'), (FL_DIRTY, 'DIRTY'),
+                       (FL_LRU, 'LRU'), (FL_ACTIVE, 'ACTIVE'), (FL_REFERENCED, 'REFERENCED'),
+                       (FL_KSM, 'KSM'), (FL_UNEVICTABLE, 'UNEVICTABLE'),
+                       (FL_MLOCKED, 'MLOCKED')):
+        v[(f & flag) != 0] |= bit(name)
+    v[((f & FL_UPTODATE) != 0) & ~zero] |= bit('UPTODATE')
+    anon = (f & FL_ANON) != 0
+    v[anon & mem.anon_exclusive[heads]] |= bit('OWNER_2')
+    out[~free] = v
+    return out
+
+
+def kpagecgroup(k, pfns):
+    """/proc/kpagecgroup: inode of the memcg a page is charged to."""
+    mem = k.mem
+    pfns = np.asarray(pfns, dtype=np.int64)
+    out = np.zeros(len(pfns), dtype=np.uint64)
+    used = ~mem.free[pfns]
+    heads = mem.head[pfns[used]]
+    charged = (mem.flags[heads] & (FL_RESERVED | FL_ZERO)) == 0
+    vals = np.zeros(len(heads), dtype=np.uint64)
+    vals[charged] = memcg_ino(mem.memcg[heads[charged]])
+    out[used] = vals
+    return out
+
+
+def memcg_ino(index):
+    return np.asarray(index, dtype=np.uint64) + np.uint64(1)
+
+
+# --- counters ---------------------------------------------------------------------------
+
+def _folio_table(k):
+    """Heads of allocated, non-reserved folios with per-folio facts."""
+    mem = k.mem
+    heads = mem.allocated_folio_heads()
+    heads = heads[(mem.flags[heads] & (FL_RESERVED | FL_ZERO)) == 0]
+    return heads
+
+
+def folio_counters(k, heads):
+    """Counters of a set of folios, in pages (the node/memcg stat items)."""
+    mem = k.mem
+    f = mem.flags[heads]
+    nr = mem.folio_nr_pages(heads)
+    anon = (f & FL_ANON) != 0
+    cache = (f & FL_PAGECACHE) != 0
+    swapbacked = (f & FL_SWAPBACKED) != 0
+    shmem = cache & swapbacked
+    active = (f & FL_ACTIVE) != 0
+    lru = (f & FL_LRU) != 0
+    mapped = k.rmap.mapped_pages(heads)
+    pmdmapped = mem.entire_mapcount[heads] > 0
+    pmd_order = mem.order[heads] == HPAGE_PMD_ORDER
+    s = lambda m: int(nr[m].sum())
+    anon_lru = lru & swapbacked             # anon and shmem live on the anon LRU
+    file_lru = lru & ~swapbacked            # page cache and lazily freed anon
+    return {
+        'anon_mapped': int(mapped[anon].sum()),
+        'file_mapped': int(mapped[~anon].sum()),
+        'anon_thps': s(anon & pmdmapped),
+        'shmem_pmdmapped': s(shmem & pmdmapped),
+        'file_pmdmapped': s(cache & ~swapbacked & pmdmapped),
+        'file_pages': s(cache),
+        'shmem': s(shmem),
+        'shmem_thps': s(shmem & pmd_order),
+        'file_thps': s(cache & ~swapbacked & pmd_order),
+        'anon': s(anon),
+        'active_anon': s(anon_lru & active),
+        'inactive_anon': s(anon_lru & ~active),
+        'active_file': s(file_lru & active),
+        'inactive_file': s(file_lru & ~active),
+        'unevictable': s((f & FL_UNEVICTABLE) != 0),
+        'dirty': s(cache & ~swapbacked & ((f & FL_DIRTY) != 0)),
+        'charged': s(np.ones(len(heads), dtype=bool)),
+    }
+
+
+def node_stats(k):
+    """Node counters in pages, plus free frames."""
+    out = folio_counters(k, _folio_table(k))
+    out['free'] = k.mem.nr_free_frames()
+    out['total'] = k.mem.nr_frames
+    return out
+
+
+def memcg_stats(k, cgroup, hierarchical=False):
+    """Counters of the folios charged to a memcg (and its descendants)."""
+    mem = k.mem
+    heads = _folio_table(k)
+    idx = [i for i, c in enumerate(k.cgroups)
+           if c == cgroup or (hierarchical and (cgroup == '/' or c.startswith(cgroup + '/')))]
+    heads = heads[np.isin(mem.memcg[heads], idx)]
+    return folio_counters(k, heads)
+
+
+def mm_stats(k, proc):
+    mm = proc.mm
+    return {'anon': mm.rss['anon'], 'file': mm.rss['file'], 'shmem': mm.rss['shmem'],
+            'swap': mm.rss['swap'], 'hiwater_rss': mm.hiwater_rss,
+            'total_vm': mm.total_vm_pages(), 'hiwater_vm': mm.hiwater_vm,
+            'locked_vm': 0, 'pinned_vm': 0,
+            'data_vm': sum(v.nr_pages for v in mm.vmas if not v.is_shared and v.flags & VM_WRITE),
+            'pte_tables': len(mm.pte_tables)}
+
+
+def true_page_mapcounts(k):
+    """The precise model: for every PFN, how many page-table entries of all
+    processes map it (a PMD counts once, for every page of it).  Used for
+    the `tools` report and by the tests; independent of the config."""
+    counts = np.zeros(k.mem.nr_frames, dtype=np.int64)
+    for p in k.processes.values():
+        for v in p.mm.vmas:
+            pres = v.pfn >= 0
+            np.add.at(counts, v.pfn[pres], 1)
+    return counts

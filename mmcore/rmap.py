@@ -1,0 +1,203 @@
+"""Reverse-map accounting of folios: mapcounts and MM owner tracking.
+
+Emulates mm/rmap.c (__folio_add_rmap, __folio_remove_rmap,
+folio_add_new_anon_rmap) and the MM-ID slot helpers of
+include/linux/rmap.h (folio_set_large_mapcount, folio_add_large_mapcount,
+folio_sub_large_mapcount; semantics.md section 4).  Every call works on a
+batch of folios at once; within one call each folio appears once, so the
+slot algorithm runs as array operations over the batch.
+
+Callers handle refcounts, page tables and per-mm RSS counters; this module
+handles mapcounts, slots, the shared bit and deferred-split detection.
+"""
+from collections import Counter
+
+import numpy as np
+
+from .memory import FL_ANON, FL_PARTIALLY_MAPPED, FL_PAGECACHE, FL_SWAPBACKED, HPAGE_PMD_ORDER
+
+
+def group_by_folio(mem, pfns):
+    """(pfns, sorted unique heads, per-head count) for a batch of pages."""
+    pfns = np.asarray(pfns, dtype=np.int64)
+    heads, counts = np.unique(mem.head[pfns], return_counts=True)
+    return pfns, heads, counts
+
+
+class Rmap:
+    def __init__(self, mem, config, policy, events=None):
+        self.mem = mem
+        self.config = config
+        self.policy = policy
+        self.events = events if events is not None else Counter()
+
+    # --- MM owner tracking (config independent) -------------------------------
+    def _slots_set(self, mm_id, heads, n):
+        """folio_set_large_mapcount(): a brand-new folio, slot 0 := (mm, n)."""
+        m = self.mem
+        m.large_mapcount[heads] = n
+        m.mm_id[heads, 0] = mm_id
+        m.mm_id_mapcount[heads, 0] = n
+        m.mm_id[heads, 1] = 0
+        m.mm_id_mapcount[heads, 1] = 0
+        m.maybe_shared[heads] = False
+
+    def _slots_add(self, mm_id, heads, n):
+        """folio_add_large_mapcount(): semantics.md 4.2."""
+        m = self.mem
+        m.large_mapcount[heads] += n
+        ids = m.mm_id[heads]
+        cnt = m.mm_id_mapcount[heads]
+        limit = self.config.mm_id_mapcount_max
+        in0 = ids[:, 0] == mm_id
+        in1 = ~in0 & (ids[:, 1] == mm_id)
+        for slot, mine in ((0, in0), (1, in1)):
+            h = heads[mine]
+            c = cnt[mine, slot] + n[mine]
+            over = c > limit          # 32-bit: the signed 16-bit count overflowed
+            m.mm_id_mapcount[h, slot] = np.where(over, 0, c)
+            m.mm_id[h[over], slot] = 0
+            m.maybe_shared[h[over]] = True
+        rest = ~in0 & ~in1
+        take0 = rest & (ids[:, 0] == 0)
+        h = heads[take0]
+        m.mm_id[h, 0] = mm_id
+        m.mm_id_mapcount[h, 0] = n[take0]
+        m.maybe_shared[h[m.large_mapcount[h] != n[take0]]] = True
+        take1 = rest & ~take0 & (ids[:, 1] == 0)
+        h = heads[take1]
+        m.mm_id[h, 1] = mm_id
+        m.mm_id_mapcount[h, 1] = n[take1]
+        m.maybe_shared[h] = True
+
+    def _slots_sub(self, mm_id, heads, n):
+        """folio_sub_large_mapcount(): semantics.md 4.3.  The shared bit is
+        re-evaluated only when a slot is freed or the MM is untracked."""
+        m = self.mem
+        m.large_mapcount[heads] -= n
+        ids = m.mm_id[heads]
+        in0 = ids[:, 0] == mm_id
+        in1 = ~in0 & (ids[:, 1] == mm_id)
+        check = ~in0 & ~in1
+        for slot, mine in ((0, in0), (1, in1)):
+            h = heads[mine]
+            c = m.mm_id_mapcount[h, slot] - n[mine]
+            gone = c <= 0
+            m.mm_id_mapcount[h, slot] = np.where(gone, 0, c)
+            m.mm_id[h[gone], slot] = 0
+            check[np.flatnonzero(mine)[gone]] = True
+        h = heads[check]
+        lm = m.large_mapcount[h]
+        owned = (m.mm_id_mapcount[h, 0] == lm) | (m.mm_id_mapcount[h, 1] == lm)
+        m.maybe_shared[h[owned]] = False
+
+    # --- mappings ------------------------------------------------------------------
+    def add_new_anon(self, mm_id, heads, pmd):
+        """folio_add_new_anon_rmap(): a freshly allocated anon folio mapped
+        entirely by one MM, through a PMD (`pmd`) or through PTEs of all its
+        pages.  Its pages are AnonExclusive."""
+        m = self.mem
+        heads = np.asarray(heads, dtype=np.int64)
+        if len(heads) == 0:
+            return
+        m.flags[heads] |= FL_ANON | FL_SWAPBACKED
+        nr = m.folio_nr_pages(heads)
+        large = nr > 1
+        small = heads[~large]
+        m.page_mapcount[small] = 1
+        m.anon_exclusive[small] = True
+        lg = heads[large]
+        if len(lg) == 0:
+            return
+        order = int(m.order[lg[0]])
+        pfns = (lg[:, None] + np.arange(1 << order)).ravel()
+        m.anon_exclusive[pfns] = True
+        if pmd:
+            self._slots_set(mm_id, lg, np.ones(len(lg), dtype=np.int64))
+            m.entire_mapcount[lg] = 1
+        else:
+            self._slots_set(mm_id, lg, nr[large])
+            self.policy.ptes_added(m, pfns, lg, nr[large])
+
+    def add_ptes(self, mm_id, pfns):
+        """folio_add_{anon,file}_rmap_ptes / folio_dup_*_rmap_ptes: one PTE
+        for each page of `pfns` (unique) is added by the MM `mm_id`."""
+        if len(pfns) == 0:
+            return
+        m = self.mem
+        pfns, heads, counts = group_by_folio(m, pfns)
+        large = m.order[heads] > 0
+        small_pfns = pfns[m.order[m.head[pfns]] == 0]
+        m.page_mapcount[small_pfns] += 1
+        if large.any():
+            lp = pfns[m.order[m.head[pfns]] > 0]
+            self._slots_add(mm_id, heads[large], counts[large])
+            self.policy.ptes_added(m, lp, heads[large], counts[large])
+
+    def remove_ptes(self, mm_id, pfns):
+        """folio_remove_rmap_ptes(): PTEs of `pfns` (unique) zapped by the MM."""
+        if len(pfns) == 0:
+            return
+        m = self.mem
+        pfns, heads, counts = group_by_folio(m, pfns)
+        large = m.order[heads] > 0
+        small_pfns = pfns[m.order[m.head[pfns]] == 0]
+        m.page_mapcount[small_pfns] -= 1
+        if large.any():
+            lh = heads[large]
+            lp = pfns[m.order[m.head[pfns]] > 0]
+            self._slots_sub(mm_id, lh, counts[large])
+            partial = self.policy.ptes_removed(m, lp, lh)
+            self._deferred_split(lh[partial])
+
+    def add_pmd(self, mm_id, heads):
+        """folio_add_*_rmap_pmd / folio_dup_*_rmap_pmd: one PMD each."""
+        heads = np.asarray(heads, dtype=np.int64)
+        if len(heads) == 0:
+            return
+        self._slots_add(mm_id, heads, np.ones(len(heads), dtype=np.int64))
+        self.mem.entire_mapcount[heads] += 1
+
+    def remove_pmd(self, mm_id, heads):
+        heads = np.asarray(heads, dtype=np.int64)
+        if len(heads) == 0:
+            return
+        self._slots_sub(mm_id, heads, np.ones(len(heads), dtype=np.int64))
+        self.mem.entire_mapcount[heads] -= 1
+        partial = self.policy.pmd_removed(self.mem, heads)
+        self._deferred_split(heads[partial])
+
+    def _deferred_split(self, heads):
+        """deferred_split_folio(folio, partially_mapped=true) for anon
+        folios of order >= 2 that are not flagged yet (semantics.md 7.5)."""
+        m = self.mem
+        if len(heads) == 0:
+            return
+        ok = ((m.flags[heads] & FL_ANON) != 0) & (m.order[heads] >= 2) & \
+             ((m.flags[heads] & FL_PARTIALLY_MAPPED) == 0)
+        heads = heads[ok]
+        if len(heads) == 0:
+            return
+        m.flags[heads] |= FL_PARTIALLY_MAPPED
+        for o in m.order[heads]:
+            if o == HPAGE_PMD_ORDER:
+                self.events['thp_deferred_split_page'] += 1
+            self.events['mthp/%dkB/split_deferred' % (4 << int(o))] += 1
+
+    # --- accounting read-out ------------------------------------------------------
+    def mapped_pages(self, heads):
+        """Per folio, the pages counted in NR_ANON_MAPPED / NR_FILE_MAPPED."""
+        m = self.mem
+        heads = np.asarray(heads, dtype=np.int64)
+        out = np.zeros(len(heads), dtype=np.int64)
+        small = m.order[heads] == 0
+        out[small] = (m.page_mapcount[heads[small]] > 0).astype(np.int64)
+        out[~small] = self.policy.mapped_pages(m, heads[~small])
+        return out
+
+
+def folio_kind(mem, heads):
+    """'anon', 'shmem' (swap-backed page cache) or 'file' per folio."""
+    f = mem.flags[heads]
+    return np.where(f & FL_ANON, 'anon',
+                    np.where((f & FL_SWAPBACKED) & (f & FL_PAGECACHE), 'shmem', 'file'))

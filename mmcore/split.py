@@ -1,0 +1,102 @@
+"""Reverse-map walks and folio splitting (mm/rmap.c rmap_walk,
+mm/huge_memory.c split_folio).
+
+The rmap walk visits processes in pid order and their VMAs in address
+order, which stands in for the anon_vma/i_mmap interval-tree order
+(semantics.md 12.8, open question 4).
+"""
+import numpy as np
+
+from .memory import (FL_ACTIVE, FL_ANON, FL_DEFERRED, FL_DIRTY, FL_LRU, FL_PAGECACHE,
+                     FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_SWAPBACKED, FL_UPTODATE,
+                     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
+from .mm import PTE_PMD
+from . import pmd as pmdops
+
+INHERITED = FL_ANON | FL_SWAPBACKED | FL_DIRTY | FL_LRU | FL_ACTIVE | FL_REFERENCED | \
+    FL_UPTODATE | FL_PAGECACHE
+
+
+def rmap_walk(k, heads):
+    """[(proc, vma, vma page indices)] of every entry mapping a page of one
+    of the folios `heads`."""
+    heads = np.asarray(heads, dtype=np.int64)
+    out = []
+    for pid in sorted(k.processes):
+        p = k.processes[pid]
+        for v in p.mm.vmas:
+            present = v.pfn >= 0
+            if not present.any():
+                continue
+            idx = np.flatnonzero(present)
+            hit = np.isin(k.mem.head[v.pfn[idx]], heads)
+            if hit.any():
+                out.append((p, v, idx[hit]))
+    return out
+
+
+def can_split_folio(k, head, mappings):
+    """can_split_folio(): no references beyond the mappings and the page
+    cache (no pins, no GUP)."""
+    mem = k.mem
+    nr = 1 << int(mem.order[head])
+    extra = nr if mem.flags[head] & FL_PAGECACHE else 0
+    return mem.refcount[head] == mem.large_mapcount[head] + extra
+
+
+def split_folio(k, head):
+    """split_folio(): splits a large folio into order-0 folios.  Every
+    mapping is taken down and re-made on the small folios (a PMD mapping
+    becomes 512 PTEs with the same bits), so the MM-ID slots are rebuilt
+    and the shared bit forgotten; pages of an anon folio that nobody maps
+    any more are freed.  Returns False when the folio cannot be split."""
+    mem = k.mem
+    head = int(head)
+    order = int(mem.order[head])
+    if order == 0:
+        return True
+    if head == mem.huge_zero_pfn:
+        return False
+    mappings = rmap_walk(k, [head])
+    if not can_split_folio(k, head, mappings):
+        return False
+    nr = 1 << order
+    pfns = head + np.arange(nr)
+    for p, v, idx in mappings:
+        for b in pmdops.pmd_leaves_in(v, int(idx.min()), int(idx.max()) + 1):
+            v.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_PMD)
+            p.mm.pte_tables.add((v.start + (b << PAGE_SHIFT)) >> 21)
+    counts = np.zeros(nr, dtype=np.int64)
+    for p, v, idx in mappings:
+        np.add.at(counts, v.pfn[idx] - head, 1)
+    flags = mem.flags[head] & np.uint32(INHERITED)
+    in_cache = bool(flags & FL_PAGECACHE)
+    mapping, index, memcg = mem.mapping[head], mem.index[head], mem.memcg[head]
+    mem.order[pfns] = 0
+    mem.head[pfns] = pfns
+    mem.flags[pfns] = flags
+    mem.memcg[pfns] = memcg
+    mem.mapping[pfns] = mapping
+    mem.index[pfns] = index + np.arange(nr)
+    mem.page_mapcount[pfns] = counts
+    mem.refcount[pfns] = counts + (1 if in_cache else 0)
+    for arr in (mem.large_mapcount, mem.entire_mapcount, mem.nr_pages_mapped, mem.pincount):
+        arr[pfns] = 0
+    mem.mm_id[pfns] = 0
+    mem.mm_id_mapcount[pfns] = 0
+    mem.maybe_shared[pfns] = False
+    dead = pfns[mem.refcount[pfns] == 0]
+    mem.free_folios(dead)
+    if order == HPAGE_PMD_ORDER:
+        k.count_event('thp_split_page')
+    k.count_event('mthp/%dkB/split' % (4 << order))
+    return True
+
+
+def try_to_unmap(k, heads):
+    """try_to_unmap(): removes every mapping of the folios (reclaim)."""
+    from .unmap import zap_range
+    for p, v, idx in rmap_walk(k, heads):
+        for i in idx:
+            if v.pfn[i] >= 0:
+                zap_range(k, p.mm, v, int(i), int(i) + 1)

@@ -1,0 +1,114 @@
+"""VMA-changing system calls: mprotect() and mremap() (mm/mprotect.c,
+mm/mremap.c), and flag changes on a range shared with madvise()."""
+import numpy as np
+
+from .errors import Fault
+from .memory import FL_ANON, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE
+from .mm import (VMA, PROT_FLAGS, PTE_DIRTY, PTE_PMD, PTE_WRITE, VM_READ, VM_WRITE, MMAP_BASE)
+from . import pmd as pmdops
+from .unmap import split_vma_at, do_munmap, free_pgtables
+
+HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE
+
+
+def vmas_for_range(k, proc, start, end):
+    """Splits VMAs at start and end and returns those inside; ENOMEM if
+    part of [start, end) is not mapped (as mprotect and madvise say)."""
+    mm = proc.mm
+    covered = sum(min(v.end, end) - max(v.start, start) for v in mm.vmas_in(start, end))
+    if covered != end - start:
+        raise Fault('ENOMEM: part of 0x%x-0x%x is not mapped' % (start, end))
+    split_vma_at(k, mm, start)
+    split_vma_at(k, mm, end)
+    return mm.vmas_in(start, end)
+
+
+def can_change_pte_writable(k, vma, idx):
+    """can_change_pte_writable(): private pages must be AnonExclusive anon
+    pages; shared ones must already be dirty."""
+    pfns = vma.pfn[idx]
+    if vma.is_shared:
+        return (vma.bits[idx] & PTE_DIRTY) != 0
+    heads = k.mem.head[pfns]
+    return ((k.mem.flags[heads] & FL_ANON) != 0) & k.mem.anon_exclusive[pfns] & \
+        (pfns != k.mem.zero_pfn)
+
+
+def do_mprotect(k, proc, start, end, prot):
+    vmas = vmas_for_range(k, proc, start, end)
+    new = PROT_FLAGS[prot]
+    for v in vmas:
+        v.flags = (v.flags & ~(VM_READ | VM_WRITE)) | new
+        present = np.flatnonzero(v.pfn >= 0)
+        if not new & VM_WRITE:
+            v.bits[present] &= ~np.uint8(PTE_WRITE)
+            continue
+        shared_rw = v.is_shared
+        if shared_rw:
+            v.bits[present] |= PTE_WRITE
+            continue
+        # a PMD leaf takes the head page's AnonExclusive (change_huge_pmd)
+        head_idx = np.array([i for i in present if not v.bits[i] & PTE_PMD], dtype=np.int64)
+        if len(head_idx):
+            ok = can_change_pte_writable(k, v, head_idx)
+            v.bits[head_idx[ok]] |= PTE_WRITE
+        for b in pmdops.pmd_leaves_in(v, 0, v.nr_pages):
+            if can_change_pte_writable(k, v, np.array([b]))[0]:
+                v.bits[b:b + HPAGE_PMD_NR] |= PTE_WRITE
+    proc.mm.merge_vmas()
+
+
+def do_mremap(k, proc, name, new_size, move_to):
+    mm = proc.mm
+    vmas = k.range_vmas(proc, name)
+    if not vmas:
+        raise Fault('EFAULT: range %r is not mapped' % name)
+    if len(vmas) > 1:
+        raise Fault('EFAULT: range %r spans %d VMAs; mremap needs one' % (name, len(vmas)))
+    vma = vmas[0]
+    old_size = vma.end - vma.start
+    if new_size < old_size:
+        do_munmap(k, proc, vma.start + new_size, vma.end)
+    if move_to is None and new_size > old_size:
+        if mm.range_is_free(vma.end, vma.start + new_size + PAGE_SIZE) and \
+                vma.start + new_size + PAGE_SIZE <= MMAP_BASE:
+            grow_vma(vma, new_size)
+            return
+        align = HPAGE_PMD_SIZE if new_size % HPAGE_PMD_SIZE == 0 else PAGE_SIZE
+        move_to = mm.get_unmapped_area(new_size, align)
+    if move_to is None:
+        return
+    do_munmap(k, proc, move_to, move_to + new_size)
+    move_vma(k, proc, vma, move_to, new_size)
+
+
+def grow_vma(vma, new_size):
+    extra = (new_size >> PAGE_SHIFT) - vma.nr_pages
+    vma.pfn = np.concatenate([vma.pfn, np.full(extra, -1, dtype=np.int64)])
+    vma.bits = np.concatenate([vma.bits, np.zeros(extra, dtype=np.uint8)])
+    vma.end = vma.start + new_size
+
+
+def move_vma(k, proc, vma, new_start, new_size):
+    """move_vma() + move_page_tables(): a PMD leaf moves as a PMD when the
+    old and new addresses agree modulo 2M, else it is split first; the
+    mappings themselves (rmap, counts) do not change."""
+    mm = proc.mm
+    delta_pages = (new_start - vma.start) >> PAGE_SHIFT
+    if delta_pages % HPAGE_PMD_NR:
+        for b in pmdops.pmd_leaves_in(vma, 0, vma.nr_pages):
+            pmdops.split_pmd(k, mm, vma, b)
+    mm.remove_vma(vma)
+    moved = VMA(new_start, new_start + (vma.end - vma.start), vma.flags, vma.kind, vma.name,
+                vma.obj, vma.pgoff)
+    moved.anon_vma = vma.anon_vma
+    moved.range_start = new_start - (vma.start - vma.range_start)
+    moved.pfn = vma.pfn
+    moved.bits = vma.bits
+    pte_idx = np.flatnonzero((moved.pfn >= 0) & ((moved.bits & PTE_PMD) == 0))
+    if len(pte_idx):
+        mm.pte_tables.update(int(b) for b in np.unique((new_start + (pte_idx << PAGE_SHIFT)) >> 21))
+    if new_size > moved.end - moved.start:
+        grow_vma(moved, new_size)
+    mm.insert_vma(moved)
+    free_pgtables(mm)
