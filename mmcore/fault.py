@@ -17,6 +17,7 @@ from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEP
                  VM_NOHUGEPAGE, VM_READ, VM_WRITE)
 from .pagecache import filemap_get_folio, shmem_huge_order
 from .rmap import group_by_folio
+from .unmap import folio_mark_accessed
 from . import pmd as pmdops
 
 FAULT_AROUND_PAGES = 16       # fault_around_bytes = 64K
@@ -327,8 +328,6 @@ def file_fault(k, proc, vma, i, write):
         bits = vma.bits[i]
         if not write or bits & PTE_WRITE:
             mark_accessed(vma, np.array([i]), write)
-            if write and vma.is_shared:
-                mem.flags[mem.head[vma.pfn[i]]] |= FL_DIRTY
             return
         if vma.is_shared:
             # wp_page_shared(): no copy, the PTE becomes writable
@@ -463,6 +462,9 @@ def pin_range(k, proc, name, start, end):
         lo, hi = v.page_index(max(start, v.start)), v.page_index(min(end, v.end))
         pfns = v.pfn[lo:hi]
         heads = mem.head[pfns]
+        for h in heads:
+            # follow_page_pte() with FOLL_TOUCH: mark_page_accessed() per page
+            folio_mark_accessed(mem, np.array([h]))
         small = mem.order[heads] == 0
         np.add.at(mem.refcount, heads[small], GUP_PIN_COUNTING_BIAS)
         np.add.at(mem.refcount, heads[~small], 1)

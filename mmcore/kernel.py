@@ -139,8 +139,8 @@ class Kernel:
             pgoff = st.file_offset // PAGE_SIZE
             if st.kind == 'shared-file':
                 flags |= VM_SHARED | VM_MAYSHARE
-        if st.kind == 'anon' and st.prot == 'rw':
-            flags |= VM_ACCOUNT
+        if st.kind in ('anon', 'file') and st.prot == 'rw':
+            flags |= VM_ACCOUNT        # accountable_mapping(): private and writable
         if st.addr is not None:
             addr = st.addr
             unmap.do_munmap(self, p, addr, addr + st.size)

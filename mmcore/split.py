@@ -10,7 +10,7 @@ import numpy as np
 from .memory import (FL_ACTIVE, FL_ANON, FL_DEFERRED, FL_DIRTY, FL_LRU, FL_PAGECACHE,
                      FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_SWAPBACKED, FL_UPTODATE,
                      HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
-from .mm import PTE_PMD
+from .mm import PTE_DIRTY, PTE_PMD
 from . import pmd as pmdops
 
 INHERITED = FL_ANON | FL_SWAPBACKED | FL_DIRTY | FL_LRU | FL_ACTIVE | FL_REFERENCED | \
@@ -62,6 +62,8 @@ def split_folio(k, head):
         return False
     nr = 1 << order
     pfns = head + np.arange(nr)
+    if any((v.bits[idx] & PTE_DIRTY).any() for _, v, idx in mappings):
+        mem.flags[head] |= FL_DIRTY       # try_to_migrate_one(): a dirty PTE dirties the folio
     for p, v, idx in mappings:
         for b in pmdops.pmd_leaves_in(v, int(idx.min()), int(idx.max()) + 1):
             v.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_PMD)

@@ -4,7 +4,7 @@ import numpy as np
 
 from .errors import Fault
 from .memory import FL_ANON, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE
-from .mm import (VMA, PROT_FLAGS, PTE_DIRTY, PTE_PMD, PTE_WRITE, VM_READ, VM_WRITE, MMAP_BASE)
+from .mm import (VMA, PROT_FLAGS, VM_ACCOUNT, VM_SHARED, PTE_DIRTY, PTE_PMD, PTE_WRITE, VM_READ, VM_WRITE, MMAP_BASE)
 from . import pmd as pmdops
 from .unmap import split_vma_at, do_munmap, free_pgtables
 
@@ -38,7 +38,11 @@ def do_mprotect(k, proc, start, end, prot):
     vmas = vmas_for_range(k, proc, start, end)
     new = PROT_FLAGS[prot]
     for v in vmas:
-        v.flags = (v.flags & ~(VM_READ | VM_WRITE)) | new
+        if new & VM_WRITE and not v.flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED):
+            new_flags = new | VM_ACCOUNT      # mprotect_fixup() charges it now
+        else:
+            new_flags = new
+        v.flags = (v.flags & ~(VM_READ | VM_WRITE)) | new_flags
         present = np.flatnonzero(v.pfn >= 0)
         if not new & VM_WRITE:
             v.bits[present] &= ~np.uint8(PTE_WRITE)

@@ -1,0 +1,169 @@
+"""Assembles the served tree: one subtree per kernel config, each laid out
+like LXCFS (CONFIG/proc/..., CONFIG/sys/...), over the state that the
+scenario left in that config's emulated kernel."""
+import os
+
+from mmcore.config import load_kernel_config
+from mmcore.kernel import Kernel
+from mmcore.memory import HPAGE_PMD_NR, PAGE_SIZE
+from mmcore.scenario import load_scenario
+from . import pid as pidfiles
+from . import system
+from .tree import BinaryFile, Dir, Symlink, TextFile
+
+PID_MAX = 4194304
+THREADS_MAX = 191675
+
+# (name, renderer, mode) of the text files of /proc/PID
+PID_TEXT_FILES = [
+    ('maps', pidfiles.maps, 0o444), ('smaps', pidfiles.smaps, 0o444),
+    ('smaps_rollup', pidfiles.smaps_rollup, 0o444), ('numa_maps', pidfiles.numa_maps, 0o444),
+    ('status', pidfiles.status, 0o444), ('statm', pidfiles.statm, 0o444),
+    ('stat', pidfiles.stat, 0o444), ('cmdline', pidfiles.cmdline, 0o444),
+    ('comm', pidfiles.comm, 0o644), ('limits', pidfiles.limits, 0o444),
+    ('cgroup', pidfiles.cgroup, 0o444),
+]
+
+
+def _text(k, fn, *args, mode=0o444, uid=0):
+    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=uid)
+
+
+def pid_dir(k, proc):
+    entries = {name: _text(k, fn, proc, mode=mode, uid=proc.uid)
+               for name, fn, mode in PID_TEXT_FILES}
+
+    def read_pagemap(offset, size, ctx):
+        return pidfiles.pagemap_entries(k, proc, offset // 8, size // 8,
+                                        ctx.capable).astype('<u8').tobytes()
+
+    def pagemap_extents():
+        return [((v.start >> 12) * 8, v.nr_pages * 8) for v in proc.mm.vmas]
+
+    entries['pagemap'] = BinaryFile(read_pagemap, pidfiles.pagemap_size(), mode=0o400,
+                                    uid=proc.uid, gid=proc.gid, extents=pagemap_extents)
+    entries['exe'] = Symlink(pidfiles.exe_path(proc), uid=proc.uid, gid=proc.gid)
+    return Dir(entries, uid=proc.uid, gid=proc.gid)
+
+
+def _kpage_file(k, fn):
+    reader = system.kpage_read(fn)
+    return BinaryFile(lambda off, size, ctx: reader(k, off, size), system.kpage_size(k),
+                      mode=0o400)
+
+
+def proc_dir(k, with_init=True):
+    from mmcore import query
+    e = {
+        'meminfo': _text(k, system.meminfo), 'vmstat': _text(k, system.vmstat),
+        'stat': _text(k, system.stat), 'loadavg': _text(k, system.loadavg),
+        'uptime': _text(k, system.uptime), 'cpuinfo': _text(k, system.cpuinfo),
+        'version': _text(k, system.version),
+        'kpagecount': _kpage_file(k, query.kpagecount),
+        'kpageflags': _kpage_file(k, query.kpageflags),
+        'kpagecgroup': _kpage_file(k, query.kpagecgroup),
+        'sys': Dir({'kernel': Dir({
+            'osrelease': TextFile(lambda: k.config.release + '\n'),
+            'ostype': TextFile(lambda: 'Linux\n'),
+            'pid_max': TextFile(lambda: '%d\n' % PID_MAX, mode=0o644),
+            'threads-max': TextFile(lambda: '%d\n' % THREADS_MAX, mode=0o644),
+        })}),
+    }
+    for pid, proc in sorted(k.processes.items()):
+        if pid != 1 or with_init:
+            e[str(pid)] = pid_dir(k, proc)
+    if with_init:
+        e['self'] = Symlink('1')
+    return Dir(e)
+
+
+def _cgroup_tree(k, files):
+    """Nested directories for the scenario's cgroup paths; `files(path)`
+    gives each one's files."""
+    root = dict(files('/'))
+    for path in k.cgroups:
+        if path == '/':
+            continue
+        node = root
+        parts = [p for p in path.split('/') if p]
+        for depth, name in enumerate(parts):
+            sub = '/' + '/'.join(parts[:depth + 1])
+            if name not in node:
+                node[name] = dict(files(sub))
+            node = node[name]
+
+    def to_dir(d):
+        return Dir({n: to_dir(v) if isinstance(v, dict) else v for n, v in d.items()})
+    return to_dir(root)
+
+
+def sys_dir(k):
+    thp = {
+        'enabled': _text(k, system.thp_enabled, mode=0o644),
+        'shmem_enabled': _text(k, system.thp_shmem_enabled, mode=0o644),
+        'use_zero_page': _text(k, system.thp_use_zero_page, mode=0o644),
+        'hpage_pmd_size': TextFile(lambda: '%d\n' % (HPAGE_PMD_NR * PAGE_SIZE)),
+    }
+    for kb in system.THP_SIZES_KB:
+        thp['hugepages-%dkB' % kb] = Dir({'enabled': _text(k, system.thp_size_enabled, kb,
+                                                           mode=0o644)})
+
+    def v1_files(path):
+        return {'memory.stat': _text(k, system.memcg_v1_stat, path),
+                'memory.usage_in_bytes': _text(k, system.memcg_usage, path),
+                'cgroup.procs': _text(k, system.cgroup_procs, path, True, mode=0o644)}
+
+    def v2_files(path):
+        return {'memory.stat': _text(k, system.memcg_v2_stat, path),
+                'memory.current': _text(k, system.memcg_usage, path),
+                'cgroup.procs': _text(k, system.cgroup_procs, path, False, mode=0o644)}
+
+    return Dir({
+        'kernel': Dir({'mm': Dir({'transparent_hugepage': Dir(thp)})}),
+        'devices': Dir({'system': Dir({'node': Dir({'node0': Dir({
+            'meminfo': _text(k, system.node_meminfo)})})})}),
+        'fs': Dir({'cgroup': Dir({'memory': _cgroup_tree(k, v1_files),
+                                  'unified': _cgroup_tree(k, v2_files)})}),
+    })
+
+
+def kernel_tree(k, with_init=True):
+    return Dir({'proc': proc_dir(k, with_init), 'sys': sys_dir(k)})
+
+
+def replay_all(scenario_path, config_paths, stop_at=None):
+    """[(config, Kernel)] after replaying the scenario on every config."""
+    sc = load_scenario(scenario_path)
+    if stop_at is not None and stop_at not in sc.labels:
+        from mmcore.scenario import ScenarioError
+        raise ScenarioError('%s: no snapshot %r (labels: %s)'
+                            % (scenario_path, stop_at, ', '.join(sc.labels) or 'none'))
+    out = []
+    for path in config_paths:
+        cfg = load_kernel_config(path)
+        k = Kernel(cfg, sc)
+        k.run(sc.steps, stop_at)
+        out.append((cfg, k))
+    names = [c.name for c, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError('two kernel configs have the same name: %s' % ', '.join(names))
+    return sc, out
+
+
+def build_tree(scenario_path, config_paths, stop_at=None, with_init=True):
+    """(root Dir, summary text) for the CLI.  Without `with_init` the tree
+    holds only the scenario's processes (no pid 1, no `self`), which is
+    what the conformance recordings of a real kernel show."""
+    sc, kernels = replay_all(scenario_path, config_paths, stop_at)
+    root = Dir({cfg.name: kernel_tree(k, with_init) for cfg, k in kernels})
+    k0 = kernels[0][1]
+    pids = sorted(p for p in k0.processes if p != 1)
+    lines = ['scenario %s (%s): %d steps%s' % (sc.name, os.path.basename(scenario_path),
+                                              len(sc.steps),
+                                              ', stopped after snapshot %s' % stop_at
+                                              if stop_at else '')]
+    lines.append('configs: %s' % ', '.join(cfg.name for cfg, _ in kernels))
+    lines.append('processes: %s' % ', '.join('%d (%s)' % (p, k0.processes[p].comm) for p in pids))
+    for step, reason in k0.faults:
+        lines.append('step %d faulted as expected: %s' % (step.index, reason))
+    return root, '\n'.join(lines)
