@@ -167,3 +167,17 @@ def build_tree(scenario_path, config_paths, stop_at=None, with_init=True):
     for step, reason in k0.faults:
         lines.append('step %d faulted as expected: %s' % (step.index, reason))
     return root, '\n'.join(lines)
+
+
+def diff_report(scenario_path, config_paths, stop_at=None, show_all=False):
+    """`mmemu diff`: the values that differ between the configs."""
+    from .report import diff_report as render
+    sc, kernels = replay_all(scenario_path, config_paths, stop_at)
+    return render(sc, kernels, only_diff=not show_all)
+
+
+def tools_report(scenario_path, config_paths, stop_at=None):
+    """`mmemu tools`: what each tool family reports, next to the truth."""
+    from .report import tools_report as render
+    sc, kernels = replay_all(scenario_path, config_paths, stop_at)
+    return render(sc, kernels)
