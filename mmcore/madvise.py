@@ -3,7 +3,7 @@ import numpy as np
 
 from .errors import Fault
 from .mapcount import folio_maybe_mapped_shared
-from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_REFERENCED, FL_SWAPBACKED,
+from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_REFERENCED, FL_SWAPBACKED,
                      HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE)
 from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_DONTCOPY,
                  VM_HUGEPAGE, VM_NOHUGEPAGE, VM_WIPEONFORK)
@@ -206,10 +206,10 @@ def madvise_collapse(k, proc, vma, lo, hi):
     writable page mapped fails with EINVAL, as do blocks that cannot be
     collapsed; the others are collapsed all the same."""
     mem = k.mem
-    if not vma.is_anon:
-        raise Fault('EINVAL: MADV_COLLAPSE of file and shmem mappings is not emulated')
     if vma.flags & VM_NOHUGEPAGE:
         raise Fault('EINVAL: MADV_COLLAPSE on a VM_NOHUGEPAGE mapping')
+    if not vma.is_anon:
+        return collapse_file_range(k, proc, vma, lo, hi)
     base = vma.start >> PAGE_SHIFT
     first = -(-(base + lo) // HPAGE_PMD_NR) * HPAGE_PMD_NR - base
     failed = None
@@ -238,5 +238,52 @@ def madvise_collapse(k, proc, vma, lo, hi):
         k.events['thp_fault_alloc'] -= 1
         k.events['mthp/2048kB/anon_fault_alloc'] -= 1
         k.count_event('thp_collapse_alloc')
+    if failed:
+        raise Fault(failed)
+
+
+def collapse_file_range(k, proc, vma, lo, hi):
+    """madvise_collapse() on a shmem or tmpfs mapping: collapse_file()
+    replaces the page-cache folios of each aligned 2M block by one new
+    PMD-sized folio (holes are filled), after unmapping the old ones from
+    every process; collapse_pte_mapped_thp() then maps it by a PMD in the
+    calling process."""
+    mem = k.mem
+    obj = vma.obj
+    base = vma.start >> PAGE_SHIFT
+    if (base - vma.pgoff) % HPAGE_PMD_NR:
+        raise Fault('EINVAL: MADV_COLLAPSE: the mapping is not 2M-aligned in the file')
+    first = -(-(base + lo) // HPAGE_PMD_NR) * HPAGE_PMD_NR - base
+    failed = None
+    for b in range(first, hi - HPAGE_PMD_NR + 1, HPAGE_PMD_NR):
+        index = vma.pgoff + b
+        if index + HPAGE_PMD_NR > obj.nr_pages:
+            failed = 'EINVAL: MADV_COLLAPSE: the 2M block reaches past the end of the file'
+            continue
+        pages = obj.pages[index:index + HPAGE_PMD_NR]
+        cached = pages[pages >= 0]
+        heads = np.unique(mem.head[cached]) if len(cached) else np.zeros(0, dtype=np.int64)
+        if len(heads) == 1 and mem.order[heads[0]] == HPAGE_PMD_ORDER:
+            head = int(heads[0])
+        else:
+            extra = mem.refcount[heads] - mem.folio_nr_pages(heads) - \
+                np.where(mem.order[heads] > 0, mem.large_mapcount[heads], mem.page_mapcount[heads])
+            if (extra > 0).any():
+                failed = 'EAGAIN: a page of the 2M block is pinned'
+                continue
+            try_to_unmap(k, heads)
+            mem.flags[heads] &= ~np.uint32(FL_PAGECACHE)
+            mem.folio_put(heads, mem.folio_nr_pages(heads))
+            obj.pages[index:index + HPAGE_PMD_NR] = -1
+            from .pagecache import filemap_get_folio
+            filemap_get_folio(k, obj, index, HPAGE_PMD_ORDER, k.memcg_of(proc))
+            head = int(mem.head[obj.pages[index]])
+            mem.flags[head] |= FL_DIRTY        # collapse_file(): the new folio is dirtied
+            k.count_event('thp_collapse_alloc')
+        if vma.bits[b] & PTE_PMD:
+            continue
+        zap_range(k, proc.mm, vma, b, b + HPAGE_PMD_NR)
+        proc.mm.pte_tables.discard((vma.start + (b << PAGE_SHIFT)) >> 21)
+        pmdops.map_file_pmd(k, proc, vma, b, head, False)
     if failed:
         raise Fault(failed)

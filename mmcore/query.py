@@ -115,22 +115,21 @@ def vma_pages(k, vma):
 # --- per PFN -----------------------------------------------------------------------------
 
 def _buddy_heads(mem, pfns):
-    """First pages of free buddy blocks: a free PFN that starts a maximal
-    naturally aligned free block (orders up to MAX_PAGE_ORDER)."""
-    free = mem.free
-    out = np.zeros(len(pfns), dtype=bool)
-    for j, p in enumerate(pfns):
-        if not free[p]:
-            continue
-        order = 0
-        while order < MAX_PAGE_ORDER:
-            parent = p & ~((2 << order) - 1)
-            end = parent + (2 << order)
-            if end > mem.nr_frames or not free[parent:end].all():
-                break
-            order += 1
-        out[j] = (p & ((1 << order) - 1)) == 0
-    return out
+    """First pages of free buddy blocks: with the free memory fully
+    coalesced, a block of order o is free and its parent block of order
+    o + 1 is not (or o is MAX_PAGE_ORDER)."""
+    n = mem.nr_frames
+    size = -(-n // (1 << MAX_PAGE_ORDER)) << MAX_PAGE_ORDER
+    free = np.zeros(size, dtype=bool)
+    free[:n] = mem.free
+    heads = np.zeros(size, dtype=bool)
+    parent_free = None
+    for order in range(MAX_PAGE_ORDER, -1, -1):
+        blocks = free.reshape(-1, 1 << order).all(axis=1)
+        start = blocks if parent_free is None else blocks & ~np.repeat(parent_free, 2)
+        heads[np.flatnonzero(start) << order] = True
+        parent_free = blocks
+    return heads[pfns]
 
 
 def kpagecount(k, pfns):
