@@ -1,6 +1,7 @@
 """Assembles the served tree: one subtree per kernel config, each laid out
 like LXCFS (CONFIG/proc/..., CONFIG/sys/...), over the state that the
 scenario left in that config's emulated kernel."""
+import errno
 import os
 
 from mmcore.config import load_kernel_config
@@ -25,8 +26,13 @@ PID_TEXT_FILES = [
 ]
 
 
-def _text(k, fn, *args, mode=0o444, uid=0):
-    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=uid)
+def _text(k, fn, *args, mode=0o444, uid=0, write_errno=errno.EINVAL):
+    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=uid, write_errno=write_errno)
+
+
+def _top(k, fn):
+    """A proc_create() entry without a write op: writes fail with EIO."""
+    return _text(k, fn, write_errno=errno.EIO)
 
 
 def pid_dir(k, proc):
@@ -49,16 +55,16 @@ def pid_dir(k, proc):
 def _kpage_file(k, fn):
     reader = system.kpage_read(fn)
     return BinaryFile(lambda off, size, ctx: reader(k, off, size), system.kpage_size(k),
-                      mode=0o400)
+                      mode=0o400, write_errno=errno.EIO)
 
 
 def proc_dir(k, with_init=True):
     from mmcore import query
     e = {
-        'meminfo': _text(k, system.meminfo), 'vmstat': _text(k, system.vmstat),
-        'stat': _text(k, system.stat), 'loadavg': _text(k, system.loadavg),
-        'uptime': _text(k, system.uptime), 'cpuinfo': _text(k, system.cpuinfo),
-        'version': _text(k, system.version),
+        'meminfo': _top(k, system.meminfo), 'vmstat': _top(k, system.vmstat),
+        'stat': _top(k, system.stat), 'loadavg': _top(k, system.loadavg),
+        'uptime': _top(k, system.uptime), 'cpuinfo': _top(k, system.cpuinfo),
+        'version': _top(k, system.version),
         'kpagecount': _kpage_file(k, query.kpagecount),
         'kpageflags': _kpage_file(k, query.kpageflags),
         'kpagecgroup': _kpage_file(k, query.kpagecgroup),
