@@ -7,7 +7,7 @@ from . import fault, fork, madvise, unmap, vmaops
 from .mapcount import policy_for
 from .memory import PhysMem, PAGE_SIZE, OutOfMemory, HPAGE_PMD_ORDER
 from .mm import MM, MMIdAllocator, VMA, PROT_FLAGS, VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, \
-    VM_SHARED, VM_MAYSHARE, VM_ACCOUNT
+    VM_SHARED, VM_MAYSHARE, VM_ACCOUNT, VM_READ, VM_WRITE, VM_GROWSDOWN
 from .pagecache import FileObject, FIRST_INODE, truncate_object
 from .rmap import Rmap
 from .errors import Fault, StepError
@@ -17,6 +17,13 @@ HZ = 100                      # USER_HZ: clock ticks in /proc
 STEP_TICKS = 10               # each step advances the clock by 0.1 s
 BOOT_TICKS = 1234 * HZ        # uptime when the scenario starts
 BTIME = 1795000000            # boot time (seconds since the epoch)
+
+
+# (name, start, size, bytes touched, extra vm_flags) of init's VMAs
+INIT_LAYOUT = [
+    ('[heap]', 0x55d0c3a5e000, 132 << 10, 32 << 10, 0),
+    ('[stack]', 0x7ffd4a2dd000, 132 << 10, 16 << 10, VM_GROWSDOWN),
+]
 
 
 class Process:
@@ -37,7 +44,7 @@ class Process:
 class Kernel:
     """One emulated machine running one kernel config."""
 
-    def __init__(self, config, scenario):
+    def __init__(self, config, scenario, with_init=False):
         self.config = config
         self.scenario = scenario
         self.policy = policy_for(config)
@@ -53,14 +60,28 @@ class Kernel:
         for f in scenario.files.values():
             self.files[f.name] = self._new_object(f.name, f.path, f.size, f.folio_size)
         self.processes = {}
-        init = Process(1, 'init', 0, '/', MM(self.mm_ids.alloc()), 0)
-        self.processes[1] = init
+        if with_init:
+            self._start_init()
         for p in scenario.processes:
             self.processes[p.pid] = Process(p.pid, p.comm, 1, p.cgroup,
                                             MM(self.mm_ids.alloc()), BOOT_TICKS - HZ)
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault
+
+    def _start_init(self):
+        """Pid 1, the init process every machine has: a small heap and
+        stack of order-0 anonymous pages (faulted before the scenario's THP
+        knobs apply), charged to the root memcg."""
+        init = Process(1, 'init', 0, '/', MM(self.mm_ids.alloc()), 0)
+        self.processes[1] = init
+        rw = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT
+        for name, start, size, used, extra in INIT_LAYOUT:
+            vma = VMA(start, start + size, rw | extra, 'anon', name)
+            init.mm.insert_vma(vma)
+            touched = np.arange(vma.nr_pages - (used >> 12), vma.nr_pages) \
+                if extra & VM_GROWSDOWN else np.arange(used >> 12)
+            fault.new_anon_folios(self, init, vma, touched, 0)
 
     # --- helpers used by the operations ------------------------------------------
     def _new_object(self, name, path, size, folio_size, shmem_anon=False):

@@ -52,6 +52,7 @@ PROT_FLAGS = {'rw': VM_READ | VM_WRITE, 'r': VM_READ, 'none': 0}
 
 USER_TOP = 0x7fffffffe000 >> PAGE_SHIFT << PAGE_SHIFT
 MMAP_BASE = 0x7f0000000000      # top of the mmap area, placements go down from here
+MMAP_AREA = 1 << 44
 HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE
 
 
@@ -197,7 +198,8 @@ class MM:
         """Top-down placement below every mapping in the mmap area, aligned
         as asked, leaving at least one free page on each side so that
         neighbouring ranges never merge."""
-        low = min([v.start for v in self.vmas if v.start <= MMAP_BASE] + [MMAP_BASE])
+        low = min([v.start for v in self.vmas if MMAP_BASE - MMAP_AREA <= v.start <= MMAP_BASE]
+                  + [MMAP_BASE])
         addr = (low - PAGE_SIZE - size) // align * align
         while not self.range_is_free(addr - PAGE_SIZE, addr + size + PAGE_SIZE):
             addr = (addr - PAGE_SIZE - size) // align * align

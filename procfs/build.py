@@ -59,6 +59,8 @@ def _kpage_file(k, fn):
 
 
 def proc_dir(k, with_init=True):
+    """/proc; `self` points at pid 1 (tools started in a new pid namespace
+    run as pid 1 there and look themselves up through it)."""
     from mmcore import query
     e = {
         'meminfo': _top(k, system.meminfo), 'vmstat': _top(k, system.vmstat),
@@ -76,8 +78,7 @@ def proc_dir(k, with_init=True):
         })}),
     }
     for pid, proc in sorted(k.processes.items()):
-        if pid != 1 or with_init:
-            e[str(pid)] = pid_dir(k, proc)
+        e[str(pid)] = pid_dir(k, proc)
     if with_init:
         e['self'] = Symlink('1')
     return Dir(e)
@@ -137,7 +138,7 @@ def kernel_tree(k, with_init=True):
     return Dir({'proc': proc_dir(k, with_init), 'sys': sys_dir(k)})
 
 
-def replay_all(scenario_path, config_paths, stop_at=None):
+def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
     """[(config, Kernel)] after replaying the scenario on every config."""
     sc = load_scenario(scenario_path)
     if stop_at is not None and stop_at not in sc.labels:
@@ -147,7 +148,7 @@ def replay_all(scenario_path, config_paths, stop_at=None):
     out = []
     for path in config_paths:
         cfg = load_kernel_config(path)
-        k = Kernel(cfg, sc)
+        k = Kernel(cfg, sc, with_init=with_init)
         k.run(sc.steps, stop_at)
         out.append((cfg, k))
     names = [c.name for c, _ in out]
@@ -160,7 +161,7 @@ def build_tree(scenario_path, config_paths, stop_at=None, with_init=True):
     """(root Dir, summary text) for the CLI.  Without `with_init` the tree
     holds only the scenario's processes (no pid 1, no `self`), which is
     what the conformance recordings of a real kernel show."""
-    sc, kernels = replay_all(scenario_path, config_paths, stop_at)
+    sc, kernels = replay_all(scenario_path, config_paths, stop_at, with_init)
     root = Dir({cfg.name: kernel_tree(k, with_init) for cfg, k in kernels})
     k0 = kernels[0][1]
     pids = sorted(p for p in k0.processes if p != 1)

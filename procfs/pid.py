@@ -9,7 +9,7 @@ import numpy as np
 from mmcore import query
 from mmcore.fault import anon_orders_allowed
 from mmcore.memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE
-from mmcore.mm import (VM_ACCOUNT, VM_DONTCOPY, VM_EXEC, VM_HUGEPAGE, VM_LOCKED, VM_MAYEXEC,
+from mmcore.mm import (VM_ACCOUNT, VM_DONTCOPY, VM_EXEC, VM_GROWSDOWN, VM_HUGEPAGE, VM_LOCKED, VM_MAYEXEC,
                        VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NOHUGEPAGE, VM_READ, VM_SHARED,
                        VM_WIPEONFORK, VM_WRITE)
 from .formats.maps import maps_line
@@ -27,6 +27,7 @@ TASK_SIZE = (1 << 47) - PAGE_SIZE
 
 VM_MNEMONICS = [(VM_READ, 'rd'), (VM_WRITE, 'wr'), (VM_EXEC, 'ex'), (VM_SHARED, 'sh'),
                 (VM_MAYREAD, 'mr'), (VM_MAYWRITE, 'mw'), (VM_MAYEXEC, 'me'), (VM_MAYSHARE, 'ms'),
+                (VM_GROWSDOWN, 'gd'),
                 (VM_LOCKED, 'lo'), (VM_DONTCOPY, 'dc'), (VM_ACCOUNT, 'ac'),
                 (VM_WIPEONFORK, 'wf'), (VM_HUGEPAGE, 'hg'), (VM_NOHUGEPAGE, 'nh')]
 
@@ -45,6 +46,8 @@ def vma_perms(vma):
 
 def vma_name(vma):
     """The name show_map_vma() prints (CONFIG_ANON_VMA_NAME names)."""
+    if vma.name.startswith('['):
+        return vma.name                   # [heap], [stack] of init
     if vma.kind == 'anon':
         return '[anon:%s]' % vma.name
     if vma.kind == 'shared-anon':
@@ -151,7 +154,8 @@ def numa_maps(k, proc):
             file = '/dev/zero (deleted)'
         elif v.obj is not None:
             file = v.obj.path
-        out.append(numa_maps_line(v.start, 'default', counts, file=file))
+        out.append(numa_maps_line(v.start, 'default', counts, file=file,
+                                  heap=v.name == '[heap]', stack=v.name == '[stack]'))
     return ''.join(out).encode()
 
 
