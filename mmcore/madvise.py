@@ -71,26 +71,27 @@ def _folio_runs(k, vma, lo, hi):
     return [(int(h[0]), i) for h, i in zip(np.split(heads, cut), np.split(idx, cut))]
 
 
-def _pmd_leaves(k, vma, lo, hi):
-    """(first index, covered whole, head) of non-zero PMD leaves meeting
-    [lo, hi)."""
+def _exclusive_pmd_leaves(k, vma, lo, hi):
+    """(first index, head) of the PMD leaves meeting [lo, hi) that the
+    advice acts on as a whole: the huge zero page and folios that may be
+    mapped shared are left alone; a folio the range covers only in part is
+    split and left to the PTE walk (madvise_*_huge_pmd)."""
     out = []
     for b in pmdops.pmd_leaves_in(vma, lo, hi):
         head = int(k.mem.head[vma.pfn[b]])
-        if head != k.mem.huge_zero_pfn:
-            out.append((b, lo <= b and b + HPAGE_PMD_NR <= hi, head))
+        if head == k.mem.huge_zero_pfn or folio_maybe_mapped_shared(k.mem, [head])[0]:
+            continue
+        if lo <= b and b + HPAGE_PMD_NR <= hi:
+            out.append((b, head))
+        else:
+            split_folio(k, head)
     return out
 
 
 def madvise_free(k, proc, vma, lo, hi):
     """madvise_free_pte_range() / madvise_free_huge_pmd()."""
     mem = k.mem
-    for b, whole, head in _pmd_leaves(k, vma, lo, hi):
-        if folio_maybe_mapped_shared(mem, [head])[0]:
-            continue
-        if not whole:
-            split_folio(k, head)
-            continue
+    for b, head in _exclusive_pmd_leaves(k, vma, lo, hi):
         if mem.flags[head] & FL_DIRTY:
             if mem.large_mapcount[head] != 1:
                 continue
@@ -128,15 +129,8 @@ def madvise_cold_or_pageout(k, proc, vma, lo, hi, pageout):
     young bits (cold only) and referenced flag and are deactivated (cold)
     or reclaimed (pageout)."""
     mem = k.mem
-    if pageout and not vma.is_anon and vma.is_shared is False and False:
-        return
     to_reclaim = []
-    for b, whole, head in _pmd_leaves(k, vma, lo, hi):
-        if folio_maybe_mapped_shared(mem, [head])[0]:
-            continue
-        if not whole:
-            split_folio(k, head)
-            continue
+    for b, head in _exclusive_pmd_leaves(k, vma, lo, hi):
         if not pageout:
             vma.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_YOUNG)
         deactivate_or_collect(mem, head, pageout, to_reclaim)

@@ -125,30 +125,32 @@ class Rmap:
         if len(pfns) == 0:
             return
         m = self.mem
-        pfns, heads, counts = group_by_folio(m, pfns)
-        large = m.order[heads] > 0
-        small_pfns = pfns[m.order[m.head[pfns]] == 0]
-        m.page_mapcount[small_pfns] += 1
-        if large.any():
-            lp = pfns[m.order[m.head[pfns]] > 0]
-            self._slots_add(mm_id, heads[large], counts[large])
-            self.policy.ptes_added(m, lp, heads[large], counts[large])
+        small, lp, lh, counts = self._split_batch(pfns)
+        m.page_mapcount[small] += 1
+        if len(lh):
+            self._slots_add(mm_id, lh, counts)
+            self.policy.ptes_added(m, lp, lh, counts)
 
     def remove_ptes(self, mm_id, pfns):
         """folio_remove_rmap_ptes(): PTEs of `pfns` (unique) zapped by the MM."""
         if len(pfns) == 0:
             return
         m = self.mem
-        pfns, heads, counts = group_by_folio(m, pfns)
-        large = m.order[heads] > 0
-        small_pfns = pfns[m.order[m.head[pfns]] == 0]
-        m.page_mapcount[small_pfns] -= 1
-        if large.any():
-            lh = heads[large]
-            lp = pfns[m.order[m.head[pfns]] > 0]
-            self._slots_sub(mm_id, lh, counts[large])
+        small, lp, lh, counts = self._split_batch(pfns)
+        m.page_mapcount[small] -= 1
+        if len(lh):
+            self._slots_sub(mm_id, lh, counts)
             partial = self.policy.ptes_removed(m, lp, lh)
             self._deferred_split(lh[partial])
+
+    def _split_batch(self, pfns):
+        """A PTE batch split into its pages of small folios, and its pages,
+        sorted unique heads and per-head page counts of large folios."""
+        m = self.mem
+        pfns, heads, counts = group_by_folio(m, pfns)
+        large = m.order[heads] > 0
+        page_large = m.order[m.head[pfns]] > 0
+        return pfns[~page_large], pfns[page_large], heads[large], counts[large]
 
     def add_pmd(self, mm_id, heads):
         """folio_add_*_rmap_pmd / folio_dup_*_rmap_pmd: one PMD each."""
