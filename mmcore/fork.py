@@ -30,7 +30,7 @@ def do_fork(k, parent, child_pid, comm):
         mm_id = k.mm_ids.alloc()
     except MemoryError as e:
         raise Fault('ENOMEM: %s' % e)
-    child_mm = MM(mm_id)
+    child_mm = MM(mm_id, parent.mm.bits)
     child_mm.has_pinned = False
     child = Process(child_pid, comm or parent.comm, parent.pid, parent.cgroup, child_mm, k.ticks,
                     parent.uid)

@@ -20,10 +20,12 @@ BTIME = 1795000000            # boot time (seconds since the epoch)
 
 
 # (name, start, size, bytes touched, extra vm_flags) of init's VMAs
-INIT_LAYOUT = [
-    ('[heap]', 0x55d0c3a5e000, 132 << 10, 32 << 10, 0),
-    ('[stack]', 0x7ffd4a2dd000, 132 << 10, 16 << 10, VM_GROWSDOWN),
-]
+INIT_LAYOUT = {
+    64: [('[heap]', 0x55d0c3a5e000, 132 << 10, 32 << 10, 0),
+         ('[stack]', 0x7ffd4a2dd000, 132 << 10, 16 << 10, VM_GROWSDOWN)],
+    32: [('[heap]', 0x0804c000, 132 << 10, 32 << 10, 0),
+         ('[stack]', 0xbffdf000, 132 << 10, 16 << 10, VM_GROWSDOWN)],
+}
 
 
 class Process:
@@ -64,7 +66,7 @@ class Kernel:
             self._start_init()
         for p in scenario.processes:
             self.processes[p.pid] = Process(p.pid, p.comm, 1, p.cgroup,
-                                            MM(self.mm_ids.alloc()), BOOT_TICKS - HZ)
+                                            MM(self.mm_ids.alloc(), config.bits), BOOT_TICKS - HZ)
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault
@@ -73,10 +75,10 @@ class Kernel:
         """Pid 1, the init process every machine has: a small heap and
         stack of order-0 anonymous pages (faulted before the scenario's THP
         knobs apply), charged to the root memcg."""
-        init = Process(1, 'init', 0, '/', MM(self.mm_ids.alloc()), 0)
+        init = Process(1, 'init', 0, '/', MM(self.mm_ids.alloc(), self.config.bits), 0)
         self.processes[1] = init
         rw = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT
-        for name, start, size, used, extra in INIT_LAYOUT:
+        for name, start, size, used, extra in INIT_LAYOUT[self.config.bits]:
             vma = VMA(start, start + size, rw | extra, 'anon', name)
             init.mm.insert_vma(vma)
             touched = np.arange(vma.nr_pages - (used >> 12), vma.nr_pages) \
@@ -164,9 +166,14 @@ class Kernel:
             flags |= VM_ACCOUNT        # accountable_mapping(): private and writable
         if st.addr is not None:
             addr = st.addr
+            if addr + st.size > p.mm.task_size:
+                raise Fault('ENOMEM: 0x%x is beyond the user address space' % addr)
             unmap.do_munmap(self, p, addr, addr + st.size)
         else:
-            addr = p.mm.get_unmapped_area(st.size, max(st.align, PAGE_SIZE))
+            try:
+                addr = p.mm.get_unmapped_area(st.size, max(st.align, PAGE_SIZE))
+            except MemoryError as e:
+                raise Fault('ENOMEM: %s' % e)
         vma = VMA(addr, addr + st.size, flags, st.kind, st.name, obj, pgoff)
         p.mm.insert_vma(vma)
 

@@ -50,9 +50,10 @@ VM_MERGEABLE = 1 << 31
 
 PROT_FLAGS = {'rw': VM_READ | VM_WRITE, 'r': VM_READ, 'none': 0}
 
-USER_TOP = 0x7fffffffe000 >> PAGE_SHIFT << PAGE_SHIFT
-MMAP_BASE = 0x7f0000000000      # top of the mmap area, placements go down from here
-MMAP_AREA = 1 << 44
+# top of the mmap area (placements go down from there) and its extent,
+# and TASK_SIZE, per word size
+LAYOUT = {64: (0x7f0000000000, 1 << 44, (1 << 47) - PAGE_SIZE),
+          32: (0xb7f00000, 0x70000000, 0xc0000000)}
 HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE
 
 
@@ -151,8 +152,10 @@ class MMIdAllocator:
 class MM:
     """mm_struct: VMAs sorted by address, RSS counters, MM ID."""
 
-    def __init__(self, mm_id):
+    def __init__(self, mm_id, bits=64):
         self.mm_id = mm_id
+        self.bits = bits
+        self.mmap_base, self.mmap_area, self.task_size = LAYOUT[bits]
         self.vmas = []
         self.rss = {'anon': 0, 'file': 0, 'shmem': 0, 'swap': 0}
         self.hiwater_rss = 0
@@ -198,11 +201,14 @@ class MM:
         """Top-down placement below every mapping in the mmap area, aligned
         as asked, leaving at least one free page on each side so that
         neighbouring ranges never merge."""
-        low = min([v.start for v in self.vmas if MMAP_BASE - MMAP_AREA <= v.start <= MMAP_BASE]
-                  + [MMAP_BASE])
+        base = self.mmap_base
+        low = min([v.start for v in self.vmas if base - self.mmap_area <= v.start <= base]
+                  + [base])
         addr = (low - PAGE_SIZE - size) // align * align
         while not self.range_is_free(addr - PAGE_SIZE, addr + size + PAGE_SIZE):
             addr = (addr - PAGE_SIZE - size) // align * align
+        if addr < base - self.mmap_area:
+            raise MemoryError('no room for %d bytes in the address space' % size)
         return addr
 
     def merge_vmas(self):

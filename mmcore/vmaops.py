@@ -4,7 +4,7 @@ import numpy as np
 
 from .errors import Fault
 from .memory import FL_ANON, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE
-from .mm import (VMA, PROT_FLAGS, VM_ACCOUNT, VM_SHARED, PTE_DIRTY, PTE_PMD, PTE_WRITE, VM_READ, VM_WRITE, MMAP_BASE)
+from .mm import (VMA, PROT_FLAGS, VM_ACCOUNT, VM_SHARED, PTE_DIRTY, PTE_PMD, PTE_WRITE, VM_READ, VM_WRITE)
 from . import pmd as pmdops
 from .unmap import split_vma_at, do_munmap, free_pgtables
 
@@ -75,13 +75,18 @@ def do_mremap(k, proc, name, new_size, move_to):
         do_munmap(k, proc, vma.start + new_size, vma.end)
     if move_to is None and new_size > old_size:
         if mm.range_is_free(vma.end, vma.start + new_size + PAGE_SIZE) and \
-                vma.start + new_size + PAGE_SIZE <= MMAP_BASE:
+                vma.start + new_size + PAGE_SIZE <= mm.mmap_base:
             grow_vma(vma, new_size)
             return
         align = HPAGE_PMD_SIZE if new_size % HPAGE_PMD_SIZE == 0 else PAGE_SIZE
-        move_to = mm.get_unmapped_area(new_size, align)
+        try:
+            move_to = mm.get_unmapped_area(new_size, align)
+        except MemoryError as e:
+            raise Fault('ENOMEM: %s' % e)
     if move_to is None:
         return
+    if move_to + new_size > mm.task_size:
+        raise Fault('EINVAL: 0x%x is beyond the user address space' % move_to)
     do_munmap(k, proc, move_to, move_to + new_size)
     move_vma(k, proc, vma, move_to, new_size)
 

@@ -46,7 +46,7 @@ def pid_dir(k, proc):
     def pagemap_extents():
         return [((v.start >> 12) * 8, v.nr_pages * 8) for v in proc.mm.vmas]
 
-    entries['pagemap'] = BinaryFile(read_pagemap, pidfiles.pagemap_size(), mode=0o400,
+    entries['pagemap'] = BinaryFile(read_pagemap, pidfiles.pagemap_size(proc), mode=0o400,
                                     uid=proc.uid, gid=proc.gid, extents=pagemap_extents)
     entries['exe'] = Symlink(pidfiles.exe_path(proc), uid=proc.uid, gid=proc.gid)
     return Dir(entries, uid=proc.uid, gid=proc.gid)

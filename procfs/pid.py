@@ -23,7 +23,6 @@ from .formats.smaps import SmapsCounters, SmapsPages, smaps_account, smaps_block
 # the x86-64 gate VMA, shown in maps and smaps of every process
 VSYSCALL_START = 0xffffffffff600000
 VSYSCALL_END = VSYSCALL_START + PAGE_SIZE
-TASK_SIZE = (1 << 47) - PAGE_SIZE
 
 VM_MNEMONICS = [(VM_READ, 'rd'), (VM_WRITE, 'wr'), (VM_EXEC, 'ex'), (VM_SHARED, 'sh'),
                 (VM_MAYREAD, 'mr'), (VM_MAYWRITE, 'mw'), (VM_MAYEXEC, 'me'), (VM_MAYSHARE, 'ms'),
@@ -191,8 +190,9 @@ def pagemap_entries(k, proc, first_vpn, count, capable):
     return out
 
 
-def pagemap_size():
-    return (TASK_SIZE >> PAGE_SHIFT) * 8
+def pagemap_size(proc):
+    """pagemap_read() answers up to TASK_SIZE."""
+    return (proc.mm.task_size >> PAGE_SHIFT) * 8
 
 
 def status_vm(k, proc):
