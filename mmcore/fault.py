@@ -72,7 +72,14 @@ def access(k, proc, start, end, write):
 
 
 def mark_accessed(vma, idx, write):
-    """What the MMU does on an access through a valid entry."""
+    """What the MMU does on an access through a valid entry: the accessed
+    (and dirty) bit of that entry, which for a PMD leaf covers its 512
+    pages."""
+    idx = np.asarray(idx, dtype=np.int64)
+    pmd = idx[(vma.bits[idx] & PTE_PMD) != 0]
+    if len(pmd):
+        starts = np.unique(pmd - ((vma.start >> PAGE_SHIFT) + pmd) % HPAGE_PMD_NR)
+        idx = np.union1d(idx, (starts[:, None] + np.arange(HPAGE_PMD_NR)).ravel())
     vma.bits[idx] |= PTE_YOUNG | (PTE_DIRTY if write else 0)
 
 

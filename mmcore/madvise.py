@@ -276,6 +276,13 @@ def collapse_file_range(k, proc, vma, lo, hi):
             k.count_event('thp_collapse_alloc')
         if vma.bits[b] & PTE_PMD:
             continue
+        # collapse_pte_mapped_thp(): only entries that are empty or map the
+        # matching subpage of the new folio may be replaced by the PMD
+        sl = slice(b, b + HPAGE_PMD_NR)
+        present = vma.pfn[sl] >= 0
+        if (vma.pfn[sl][present] != (head + np.arange(HPAGE_PMD_NR))[present]).any():
+            failed = 'EINVAL: MADV_COLLAPSE: the page table maps other pages (private copies)'
+            continue
         zap_range(k, proc.mm, vma, b, b + HPAGE_PMD_NR)
         proc.mm.pte_tables.discard((vma.start + (b << PAGE_SHIFT)) >> 21)
         pmdops.map_file_pmd(k, proc, vma, b, head, False)

@@ -59,6 +59,9 @@ def split_pmd(k, mm, vma, b):
     if mem.flags[head] & FL_ANON:
         pfns = vma.pfn[sl].copy()
         vma.bits[sl] = bits & ~PTE_PMD & 0xff
+        if mem.anon_exclusive[head]:
+            # folio_add_anon_rmap_ptes(..., RMAP_EXCLUSIVE): every subpage
+            mem.anon_exclusive[pfns] = True
         k.rmap.add_ptes(mm.mm_id, pfns)
         k.rmap.remove_pmd(mm.mm_id, np.array([head]))
         mem.refcount[head] += HPAGE_PMD_NR - 1
