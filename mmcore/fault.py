@@ -396,23 +396,24 @@ def map_file_pages(k, proc, vma, idx, write):
 
 
 def fault_around(k, proc, vma, i):
-    """do_fault_around() + filemap_map_pages(): maps the cached pages in
-    the 64K window around the fault (inside the VMA and the page table)."""
+    """do_fault_around() + filemap_map_pages(): maps the cached pages of
+    the 64K window around the fault; the window starts at the aligned
+    address clamped to the VMA and runs for 16 pages, clamped to the VMA
+    and the page table.  A cached PMD-sized folio is mapped by a PMD
+    (filemap_map_pmd); a large folio that fits in the VMA and the page
+    table is mapped whole (filemap_map_folio_range)."""
+    mem = k.mem
     addr = vma.start + (i << PAGE_SHIFT)
     win = FAULT_AROUND_PAGES << PAGE_SHIFT
     pmd_start = addr & ~((1 << 21) - 1)
     start = max(addr & ~(win - 1), vma.start, pmd_start)
-    end = min((addr & ~(win - 1)) + win, vma.end, pmd_start + (1 << 21))
+    end = min(start + win, vma.end, pmd_start + (1 << 21))
     index = vma.pgoff + i
     if index < vma.obj.nr_pages and vma.obj.pages[index] >= 0:
-        # filemap_map_pmd(): a cached PMD-sized folio is mapped by a PMD
         pfn = int(vma.obj.pages[index])
-        head = int(k.mem.head[pfn])
+        head = int(mem.head[pfn])
         first = i - (pfn - head)
-        if k.mem.order[head] == HPAGE_PMD_ORDER and first >= 0 and \
-                first + HPAGE_PMD_NR <= vma.nr_pages and \
-                ((vma.start >> PAGE_SHIFT) + first) % HPAGE_PMD_NR == 0 and \
-                pmd_block_free(proc.mm, vma, first):
+        if mem.order[head] == HPAGE_PMD_ORDER and pmd_mappable(proc, vma, first):
             pmdops.map_file_pmd(k, proc, vma, first, head, False)
             return
     lo, hi = vma.page_index(start), vma.page_index(end)
@@ -421,32 +422,49 @@ def fault_around(k, proc, vma, i):
     inside = index < vma.obj.nr_pages
     idx, index = idx[inside], index[inside]
     cached = vma.obj.pages[index] >= 0
-    cand = idx[cached & (vma.pfn[idx] < 0)]
-    map_file_pages(k, proc, vma, cand, False)
+    cand = set(int(x) for x in idx[cached & (vma.pfn[idx] < 0)])
+    for j in sorted(cand):
+        pfn = int(vma.obj.pages[vma.pgoff + j])
+        head = int(mem.head[pfn])
+        nr = 1 << int(mem.order[head])
+        first = j - (pfn - head)
+        if nr > 1 and folio_fits(vma, first, nr):
+            cand.update(x for x in range(first, first + nr) if vma.pfn[x] < 0)
+    map_file_pages(k, proc, vma, np.array(sorted(cand), dtype=np.int64), False)
+
+
+def folio_fits(vma, first, nr):
+    """The folio's pages [first, first + nr) lie in the VMA and in one page
+    table."""
+    base = vma.start >> PAGE_SHIFT
+    return first >= 0 and first + nr <= vma.nr_pages and \
+        (base + first) // HPAGE_PMD_NR == (base + first + nr - 1) // HPAGE_PMD_NR
+
+
+def pmd_mappable(proc, vma, first):
+    """do_set_pmd() may map a PMD-sized folio starting at VMA index first:
+    aligned, inside the VMA, THP not disabled for it, no page table yet."""
+    return first >= 0 and first + HPAGE_PMD_NR <= vma.nr_pages and \
+        ((vma.start >> PAGE_SHIFT) + first) % HPAGE_PMD_NR == 0 and \
+        not vma.flags & VM_NOHUGEPAGE and pmd_block_free(proc.mm, vma, first)
 
 
 def finish_fault(k, proc, vma, i, pfn, write):
-    """finish_fault(): a PMD-sized folio is mapped by a PMD when the block
-    is aligned in the VMA and no page table exists yet; a large shmem folio
-    is mapped whole when it fits in the VMA and the page table; else one
+    """finish_fault(): a PMD-sized folio is mapped by a PMD when do_set_pmd()
+    allows it; a large shmem folio is mapped whole when it fits in the VMA
+    and the page table and none of its entries is populated yet; else one
     page."""
     mem = k.mem
     head = int(mem.head[pfn])
     order = int(mem.order[head])
     nr = 1 << order
     first = i - (pfn - head)
-    fits = first >= 0 and first + nr <= vma.nr_pages and \
-        ((vma.start >> PAGE_SHIFT) + first) // HPAGE_PMD_NR == \
-        ((vma.start >> PAGE_SHIFT) + first + nr - 1) // HPAGE_PMD_NR
-    if order == HPAGE_PMD_ORDER and fits and (((vma.start >> PAGE_SHIFT) + first) % HPAGE_PMD_NR) == 0 \
-            and pmd_block_free(proc.mm, vma, first):
+    if order == HPAGE_PMD_ORDER and pmd_mappable(proc, vma, first):
         pmdops.map_file_pmd(k, proc, vma, first, head, write)
         return
-    if order > 0 and fits:
+    idx = np.array([i])
+    if order > 0 and folio_fits(vma, first, nr) and (vma.pfn[first:first + nr] < 0).all():
         idx = np.arange(first, first + nr)
-        idx = idx[vma.pfn[idx] < 0]
-    else:
-        idx = np.array([i])
     map_file_pages(k, proc, vma, idx, write)
 
 

@@ -99,6 +99,8 @@ def copy_huge_pmd(k, parent, child, src, dst, b):
         dst.pfn[sl] = src.pfn[sl]
         dst.bits[sl] = src.bits[sl] & ~np.uint8(PTE_YOUNG)
         return
+    if not mem.flags[head] & FL_ANON:
+        return                  # "Skip if can be re-fill on fault": the child refaults it
     if parent.mm.has_pinned and mem.pincount[head] > 0 and mem.anon_exclusive[head]:
         # folio_try_dup_anon_rmap_pmd() refuses: split, then copy by PTEs
         pmdops.split_pmd(k, parent.mm, src, b)

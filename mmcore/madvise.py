@@ -32,6 +32,8 @@ def do_madvise(k, proc, start, end, advice):
         hi = v.page_index(min(end, v.end))
         if advice == 'dontneed':
             zap_range(k, proc.mm, v, lo, hi)
+            reclaim_empty_pte_tables(proc.mm, v.start + (lo << PAGE_SHIFT),
+                                     v.start + (hi << PAGE_SHIFT))
         elif advice == 'free':
             if not v.is_anon:
                 raise Fault('EINVAL: MADV_FREE works on private anonymous memory only')
@@ -44,14 +46,27 @@ def do_madvise(k, proc, start, end, advice):
         raise Fault('ENOMEM: part of the range is not mapped')
 
 
+def reclaim_empty_pte_tables(mm, start, end):
+    """CONFIG_PT_RECLAIM (on in the conformance kernel): MADV_DONTNEED
+    (zap_details.reclaim_pt) frees a page table left with no entry, so the
+    next fault there may map a PMD again."""
+    for block in range(start >> 21, ((end - 1) >> 21) + 1):
+        if block not in mm.pte_tables:
+            continue
+        lo, hi = block << 21, (block + 1) << 21
+        if not any((v.pfn[v.page_index(max(lo, v.start)):v.page_index(min(hi, v.end))] >= 0).any()
+                   for v in mm.vmas_in(lo, hi)):
+            mm.pte_tables.discard(block)
+
+
 def madvise_update_vma(k, proc, start, end, advice):
     """madvise_update_vma(): set/clear a VMA flag, splitting and merging."""
     set_, clear = FLAG_ADVICE[advice]
     vmas = vmas_for_range(k, proc, start, end)
-    if advice in ('wipeonfork', 'keeponfork'):
+    if advice == 'wipeonfork':
         for v in vmas:
             if not v.is_anon:
-                raise Fault('EINVAL: MADV_%s needs private anonymous memory' % advice.upper())
+                raise Fault('EINVAL: MADV_WIPEONFORK needs private anonymous memory')
     for v in vmas:
         v.flags = (v.flags | set_) & ~clear
     proc.mm.merge_vmas()
@@ -136,17 +151,21 @@ def madvise_cold_or_pageout(k, proc, vma, lo, hi, pageout):
         deactivate_or_collect(mem, head, pageout, to_reclaim)
     for head, idx in _folio_runs(k, vma, lo, hi):
         nr = 1 << int(mem.order[head])
+        batches = [(head, idx)]
         if nr > 1 and len(idx) < nr:
-            if folio_maybe_mapped_shared(mem, [head])[0]:
+            if folio_maybe_mapped_shared(mem, [head])[0] or not split_folio(k, head):
                 continue
-            split_folio(k, head)
-            continue
-        mapcount = mem.large_mapcount[head] if nr > 1 else mem.page_mapcount[head]
-        if not mem.flags[head] & FL_LRU or mapcount != nr:
-            continue
-        if not pageout:
-            vma.bits[idx] &= ~np.uint8(PTE_YOUNG)
-        deactivate_or_collect(mem, head, pageout, to_reclaim)
+            # the walk goes on over the pages of the split folio (nr = 0)
+            batches = [(int(mem.head[vma.pfn[i]]), np.array([i])) for i in idx
+                       if vma.pfn[i] >= 0]
+        for h, sel in batches:
+            nr = 1 << int(mem.order[h])
+            mapcount = mem.large_mapcount[h] if nr > 1 else mem.page_mapcount[h]
+            if not mem.flags[h] & FL_LRU or mapcount != nr:
+                continue
+            if not pageout:
+                vma.bits[sel] &= ~np.uint8(PTE_YOUNG)
+            deactivate_or_collect(mem, h, pageout, to_reclaim)
     if to_reclaim:
         reclaim_pages(k, to_reclaim)
 
@@ -171,7 +190,9 @@ def reclaim_pages(k, heads):
             dirty = f & FL_DIRTY or any((v.bits[idx] & PTE_DIRTY).any()
                                         for _, v, idx in rmap_walk(k, [head]))
             if dirty:
-                mem.flags[head] |= FL_SWAPBACKED
+                # try_to_unmap_one(): a dirty PTE dirties the folio, makes it
+                # swap-backed again and keeps it; shrink_folio_list activates it
+                mem.flags[head] |= FL_SWAPBACKED | FL_DIRTY | FL_ACTIVE
                 continue
             try_to_unmap(k, [head])
             k.count_event('pglazyfreed', 1 << int(mem.order[head]))

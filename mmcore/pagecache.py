@@ -7,6 +7,8 @@ by its own shmem object, shared by fork (shmem_zero_setup).
 """
 import numpy as np
 
+from .mm import VM_HUGEPAGE, VM_NOHUGEPAGE
+
 from .memory import (FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE, HPAGE_PMD_ORDER,
                      PAGE_SHIFT)
 
@@ -34,17 +36,23 @@ class FileObject:
 
 
 def shmem_huge_order(thp, vma, index, nr_pages):
-    """shmem_huge_global_enabled(): PMD-sized folio for a shmem fault when
-    the shmem_enabled knob allows it and the aligned block lies inside the
-    object.  Per-size shmem knobs stay `never` (as on the recording
-    machine), so the only large order is the PMD one."""
+    """shmem_allowable_huge_orders() + shmem_suitable_orders(): a PMD-sized
+    folio for a shmem fault when the shmem_enabled knob allows it, the VMA
+    is not VM_NOHUGEPAGE, and the 2M block holding `index` lies inside the
+    object and, aligned, inside the VMA.  Per-size shmem knobs stay `never`
+    (as on the recording machine), so the only large order is the PMD
+    one."""
     mode = thp.shmem_enabled
-    if mode in ('never', 'deny'):
+    if mode in ('never', 'deny') or vma.flags & VM_NOHUGEPAGE:
         return 0
-    if mode == 'advise' and not (vma is not None and vma.flags & (1 << 29)):
+    if mode == 'advise' and not vma.flags & VM_HUGEPAGE:
         return 0
-    start = index & ~((1 << HPAGE_PMD_ORDER) - 1)
-    if start + (1 << HPAGE_PMD_ORDER) > nr_pages:
+    nr = 1 << HPAGE_PMD_ORDER
+    start = index & ~(nr - 1)
+    if start + nr > nr_pages:
+        return 0
+    addr = vma.start + ((start - vma.pgoff) << PAGE_SHIFT)
+    if addr % (nr << PAGE_SHIFT) or addr < vma.start or addr + (nr << PAGE_SHIFT) > vma.end:
         return 0
     return HPAGE_PMD_ORDER
 

@@ -15,7 +15,8 @@ import numpy as np
 from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED, FL_PAGECACHE,
                      FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
                      FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
-from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE
+from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE, \
+    VM_GROWSDOWN
 from . import pmd as pmdops
 
 # include/uapi/linux/kernel-page-flags.h and the kernel-hacking bits
@@ -278,12 +279,42 @@ def memcg_stats(k, cgroup, hierarchical=False):
 
 def mm_stats(k, proc):
     mm = proc.mm
+    stack = sum(v.nr_pages for v in mm.vmas if v.flags & VM_GROWSDOWN)
+    # is_data_mapping(): private, writable, not a stack
+    data = sum(v.nr_pages for v in mm.vmas
+               if not v.is_shared and v.flags & VM_WRITE and not v.flags & VM_GROWSDOWN)
+    pinned = set()
+    for pfns in proc.pins.values():
+        pinned.update(int(h) for h in k.mem.head[np.array(pfns, dtype=np.int64)])
     return {'anon': mm.rss['anon'], 'file': mm.rss['file'], 'shmem': mm.rss['shmem'],
             'swap': mm.rss['swap'], 'hiwater_rss': mm.hiwater_rss,
             'total_vm': mm.total_vm_pages(), 'hiwater_vm': mm.hiwater_vm,
-            'locked_vm': 0, 'pinned_vm': 0,
-            'data_vm': sum(v.nr_pages for v in mm.vmas if not v.is_shared and v.flags & VM_WRITE),
-            'pte_tables': len(mm.pte_tables)}
+            'locked_vm': 0, 'data_vm': data, 'stack_vm': stack,
+            # io_uring charges every pinned folio whole to pinned_vm
+            'pinned_vm': int(sum(k.mem.folio_nr_pages(np.array(sorted(pinned), dtype=np.int64))))
+            if pinned else 0,
+            'pgtables': page_table_pages(mm)}
+
+
+def page_table_pages(mm):
+    """mm_pgtables_bytes() in pages: the PTE tables, one deposited table per
+    anonymous PMD leaf (huge zero page included), and the PMD and PUD
+    tables over every 1G and 512G region with a mapping."""
+    pte = set(mm.pte_tables)
+    pmd_regions, pud_regions = set(), set()
+    deposited = 0
+    for v in mm.vmas:
+        present = np.flatnonzero(v.pfn >= 0)
+        if len(present) == 0:
+            continue
+        addrs = v.start + (present << PAGE_SHIFT)
+        pmd_regions.update(int(x) for x in np.unique(addrs >> 30))
+        pud_regions.update(int(x) for x in np.unique(addrs >> 39))
+        if v.is_anon:
+            deposited += len(pmdops.pmd_leaves_in(v, 0, v.nr_pages))
+    pmd_regions.update(b >> 9 for b in pte)
+    pud_regions.update(b >> 18 for b in pte)
+    return len(pte) + deposited + len(pmd_regions) + len(pud_regions)
 
 
 def true_page_mapcounts(k):

@@ -99,6 +99,6 @@ def try_to_unmap(k, heads):
     """try_to_unmap(): removes every mapping of the folios (reclaim)."""
     from .unmap import zap_range
     for p, v, idx in rmap_walk(k, heads):
-        for i in idx:
-            if v.pfn[i] >= 0:
-                zap_range(k, p.mm, v, int(i), int(i) + 1)
+        cuts = np.flatnonzero(np.diff(idx) != 1) + 1
+        for run in np.split(idx, cuts):
+            zap_range(k, p.mm, v, int(run[0]), int(run[-1]) + 1)

@@ -199,12 +199,12 @@ def status_vm(k, proc):
     s = query.mm_stats(k, proc)
     rss = s['anon'] + s['file'] + s['shmem']
     kb = PAGE_SIZE >> 10
-    pinned = sum(len(v) for v in proc.pins.values())
     return StatusVm(vm_peak=max(s['hiwater_vm'], s['total_vm']) * kb, vm_size=s['total_vm'] * kb,
-                    vm_lck=0, vm_pin=pinned * kb, vm_hwm=max(s['hiwater_rss'], rss) * kb,
+                    vm_lck=0, vm_pin=s['pinned_vm'] * kb, vm_hwm=max(s['hiwater_rss'], rss) * kb,
                     vm_rss=rss * kb, rss_anon=s['anon'] * kb, rss_file=s['file'] * kb,
-                    rss_shmem=s['shmem'] * kb, vm_data=s['data_vm'] * kb, vm_stk=0, vm_exe=0,
-                    vm_lib=0, vm_pte=s['pte_tables'] * kb, vm_swap=s['swap'] * kb)
+                    rss_shmem=s['shmem'] * kb, vm_data=s['data_vm'] * kb,
+                    vm_stk=s['stack_vm'] * kb, vm_exe=0, vm_lib=0, vm_pte=s['pgtables'] * kb,
+                    vm_swap=s['swap'] * kb)
 
 
 def status(k, proc):
@@ -217,7 +217,8 @@ def status(k, proc):
 def statm(k, proc):
     s = query.mm_stats(k, proc)
     rss = s['anon'] + s['file'] + s['shmem']
-    return statm_text(s['total_vm'], rss, s['file'] + s['shmem'], 0, 0, s['data_vm'], 0).encode()
+    return statm_text(s['total_vm'], rss, s['file'] + s['shmem'], 0, 0,
+                      s['data_vm'] + s['stack_vm'], 0).encode()
 
 
 def stat(k, proc):

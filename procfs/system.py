@@ -52,7 +52,7 @@ def meminfo_values(k):
 
 
 def page_table_pages(k):
-    return sum(len(p.mm.pte_tables) for p in k.processes.values())
+    return sum(query.page_table_pages(p.mm) for p in k.processes.values())
 
 
 def meminfo(k):
