@@ -55,41 +55,7 @@ def run(cfg, steps, label=None, **kw):
     return replay(scenario(steps, **kw), cfg, label)
 
 
-def mmap(pid, name, size, **kw):
-    return {'mmap': dict(pid=pid, name=name, size=size, **kw)}
-
-
-def rng(op, pid, vma, offset=None, length=None):
-    a = {'pid': pid, 'vma': vma}
-    if offset is not None:
-        a['offset'] = offset
-    if length is not None:
-        a['length'] = length
-    return {op: a}
-
-
-def write(pid, vma, offset=None, length=None):
-    return rng('write', pid, vma, offset, length)
-
-
-def read(pid, vma, offset=None, length=None):
-    return rng('read', pid, vma, offset, length)
-
-
-def munmap(pid, vma, offset=None, length=None):
-    return rng('munmap', pid, vma, offset, length)
-
-
-def fork(pid, child):
-    return {'fork': {'pid': pid, 'child': child}}
-
-
-def exit_(pid):
-    return {'exit': {'pid': pid}}
-
-
-def snap(label):
-    return {'snapshot': label}
+from scenario_steps import mmap, range_op, write, read, munmap, pin, fork, exit_, snap  # noqa: E402,F401
 
 
 # --- read-outs --------------------------------------------------------------------------

@@ -73,45 +73,7 @@ def scenario(steps, thp=MTHP_64K, pids=(P,), files=None):
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def mmap(pid, name, size, **kw):
-    return {'mmap': dict(pid=pid, name=name, size=size, **kw)}
-
-
-def _range_op(op, pid, vma, offset=None, length=None):
-    a = {'pid': pid, 'vma': vma}
-    if offset is not None:
-        a['offset'] = offset
-    if length is not None:
-        a['length'] = length
-    return {op: a}
-
-
-def write(pid, vma, offset=None, length=None):
-    return _range_op('write', pid, vma, offset, length)
-
-
-def read(pid, vma, offset=None, length=None):
-    return _range_op('read', pid, vma, offset, length)
-
-
-def munmap(pid, vma, offset=None, length=None):
-    return _range_op('munmap', pid, vma, offset, length)
-
-
-def pin(pid, vma, offset=None, length=None):
-    return _range_op('pin', pid, vma, offset, length)
-
-
-def fork(pid, child):
-    return {'fork': {'pid': pid, 'child': child}}
-
-
-def exit_(pid):
-    return {'exit': {'pid': pid}}
-
-
-def snap(label):
-    return {'snapshot': label}
+from scenario_steps import mmap, range_op, write, read, munmap, pin, fork, exit_, snap  # noqa: E402,F401
 
 
 # --- the exported tree, read as a user would --------------------------------------------
