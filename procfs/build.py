@@ -4,7 +4,8 @@ scenario left in that config's emulated kernel."""
 import errno
 import os
 
-from mmcore.config import load_kernel_config
+from mmcore.config import ConfigError, load_kernel_config
+from mmcore.errors import StepError
 from mmcore.kernel import Kernel
 from mmcore.memory import HPAGE_PMD_NR, PAGE_SIZE
 from mmcore.scenario import load_scenario
@@ -149,11 +150,14 @@ def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
     for path in config_paths:
         cfg = load_kernel_config(path)
         k = Kernel(cfg, sc, with_init=with_init)
-        k.run(sc.steps, stop_at)
+        try:
+            k.run(sc.steps, stop_at)
+        except StepError as e:
+            raise StepError(None, '%s: %s (kernel config %s)' % (scenario_path, e, cfg.name))
         out.append((cfg, k))
     names = [c.name for c, _ in out]
     if len(set(names)) != len(names):
-        raise ValueError('two kernel configs have the same name: %s' % ', '.join(names))
+        raise ConfigError('two kernel configs have the same name: %s' % ', '.join(names))
     return sc, out
 
 
