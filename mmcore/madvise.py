@@ -62,14 +62,15 @@ def reclaim_empty_pte_tables(mm, start, end):
 def madvise_update_vma(k, proc, start, end, advice):
     """madvise_update_vma(): set/clear a VMA flag, splitting and merging."""
     set_, clear = FLAG_ADVICE[advice]
-    vmas = vmas_for_range(k, proc, start, end)
-    if advice == 'wipeonfork':
-        for v in vmas:
-            if not v.is_anon:
-                raise Fault('EINVAL: MADV_WIPEONFORK needs private anonymous memory')
+    vmas, hole = vmas_for_range(k, proc, start, end, stop_at_hole=False)
     for v in vmas:
+        if advice == 'wipeonfork' and not v.is_anon:
+            proc.mm.merge_vmas()
+            raise Fault('EINVAL: MADV_WIPEONFORK needs private anonymous memory')
         v.flags = (v.flags | set_) & ~clear
     proc.mm.merge_vmas()
+    if hole:
+        raise Fault('ENOMEM: part of 0x%x-0x%x is not mapped' % (start, end))
 
 
 def _folio_runs(k, vma, lo, hi):

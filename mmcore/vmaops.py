@@ -11,16 +11,31 @@ from .unmap import split_vma_at, do_munmap, free_pgtables
 HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE
 
 
-def vmas_for_range(k, proc, start, end):
-    """Splits VMAs at start and end and returns those inside; ENOMEM if
-    part of [start, end) is not mapped (as mprotect and madvise say)."""
+def vmas_for_range(k, proc, start, end, stop_at_hole):
+    """Splits VMAs at start and end; returns the VMAs to act on and whether
+    part of [start, end) is unmapped (ENOMEM once the call is done).
+    mprotect() stops at the first hole (do_mprotect_pkey); madvise() goes
+    on over every mapped part (madvise_walk_vmas); neither changes anything
+    when start itself is unmapped."""
     mm = proc.mm
-    covered = sum(min(v.end, end) - max(v.start, start) for v in mm.vmas_in(start, end))
-    if covered != end - start:
-        raise Fault('ENOMEM: part of 0x%x-0x%x is not mapped' % (start, end))
+    if mm.find_vma(start) is None:
+        raise Fault('ENOMEM: 0x%x is not mapped' % start)
     split_vma_at(k, mm, start)
     split_vma_at(k, mm, end)
-    return mm.vmas_in(start, end)
+    vmas = mm.vmas_in(start, end)
+    hole = False
+    out = []
+    expect = start
+    for v in vmas:
+        if v.start != expect:
+            hole = True
+            if stop_at_hole:
+                break
+        out.append(v)
+        expect = v.end
+    if expect < end:
+        hole = True
+    return out, hole
 
 
 def can_change_pte_writable(k, vma, idx):
@@ -35,7 +50,7 @@ def can_change_pte_writable(k, vma, idx):
 
 
 def do_mprotect(k, proc, start, end, prot):
-    vmas = vmas_for_range(k, proc, start, end)
+    vmas, hole = vmas_for_range(k, proc, start, end, stop_at_hole=True)
     new = PROT_FLAGS[prot]
     for v in vmas:
         if new & VM_WRITE and not v.flags & (VM_ACCOUNT | VM_WRITE | VM_SHARED):
@@ -60,6 +75,8 @@ def do_mprotect(k, proc, start, end, prot):
             if can_change_pte_writable(k, v, np.array([b]))[0]:
                 v.bits[b:b + HPAGE_PMD_NR] |= PTE_WRITE
     proc.mm.merge_vmas()
+    if hole:
+        raise Fault('ENOMEM: part of 0x%x-0x%x is not mapped' % (start, end))
 
 
 def do_mremap(k, proc, name, new_size, move_to):

@@ -204,3 +204,23 @@ def test_a_read_through_a_pmd_marks_all_its_pages_referenced(config):
 ''', 'kernel: {thp: {enabled: madvise}}')
     v = vma_of(k, 'b', 101)[0]
     assert (v.bits & PTE_YOUNG).all()
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_mprotect_stops_at_a_hole_madvise_goes_on(config):
+    """do_mprotect_pkey() changes the VMAs up to the first hole and then
+    fails with ENOMEM; madvise_walk_vmas() applies the advice to every
+    mapped part and reports ENOMEM at the end (mm/mprotect.c,
+    mm/madvise.c)."""
+    from mmcore.mm import VM_HUGEPAGE, VM_WRITE
+    k = replay(config, """
+  - mmap: {pid: 100, name: a, size: 64K}
+  - munmap: {pid: 100, vma: a, offset: 16K, length: 16K}
+  - mprotect: {pid: 100, vma: a, prot: r, expect: fault}
+  - madvise: {pid: 100, vma: a, advice: hugepage, expect: fault}
+""")
+    assert [reason.split(':')[0] for _, reason in k.faults] == ['ENOMEM', 'ENOMEM']
+    vmas = vma_of(k, 'a')
+    assert [(v.start - v.range_start, bool(v.flags & VM_WRITE)) for v in vmas] == \
+        [(0, False), (32 << 10, True)]
+    assert all(v.flags & VM_HUGEPAGE for v in vmas)
