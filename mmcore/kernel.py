@@ -144,7 +144,7 @@ class Kernel:
             raise StepError(step, 'expected a fault, but the kernel performed the step')
 
     def do_snapshot(self, step):
-        pass
+        """A snapshot changes no state; run() stops after it when asked."""
 
     def do_thp(self, step):
         self.thp = step.settings

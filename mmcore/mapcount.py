@@ -122,7 +122,8 @@ class NoPageMapcount:
     keeps_page_mapcount = False
 
     def ptes_added(self, mem, pfns, heads, counts):
-        pass
+        """Nothing per page is kept: page->_mapcount and _nr_pages_mapped
+        of large folios stay unmaintained (semantics.md 7.1)."""
 
     def ptes_removed(self, mem, pfns, heads):
         """Partially mapped: 0 < LM < N and no PMD mapping (semantics 7.5)."""
