@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED, FL_PAGECACHE,
-                     FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
+                     FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
                      FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
 from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE, \
     VM_GROWSDOWN
@@ -327,3 +327,28 @@ def true_page_mapcounts(k):
             pres = v.pfn >= 0
             np.add.at(counts, v.pfn[pres], 1)
     return counts
+
+
+def folio_state(k, pfn):
+    """The state of the folio holding `pfn` that no /proc file shows as
+    such (semantics.md 3): order, refcount, large and entire mapcount, the
+    two MM-ID slots as (pid, per-MM mapcount) or None for a free slot,
+    FOLIO_MM_IDS_SHARED_BIT and PG_partially_mapped (on the deferred split
+    queue).  None when the frame is free; slots are None for small folios."""
+    mem = k.mem
+    if not 0 <= pfn < mem.nr_frames or mem.free[pfn]:
+        return None
+    head = int(mem.head[pfn])
+    order = int(mem.order[head])
+    pid_of = {p.mm.mm_id: pid for pid, p in k.processes.items()}
+    slots = None
+    if order > 0:
+        slots = tuple((pid_of.get(int(mem.mm_id[head, i]), -1), int(mem.mm_id_mapcount[head, i]))
+                      if mem.mm_id[head, i] else None for i in (0, 1))
+    return {'head': head, 'order': order, 'nr_pages': 1 << order,
+            'refcount': int(mem.refcount[head]),
+            'large_mapcount': int(mem.large_mapcount[head]) if order else
+            int(mem.page_mapcount[head]),
+            'entire_mapcount': int(mem.entire_mapcount[head]),
+            'slots': slots, 'maybe_shared': bool(mem.maybe_shared[head]) if order else None,
+            'partially_mapped': bool(mem.flags[head] & FL_PARTIALLY_MAPPED)}

@@ -142,6 +142,8 @@ def kernel_tree(k, with_init=True):
 def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
     """[(config, Kernel)] after replaying the scenario on every config."""
     sc = load_scenario(scenario_path)
+    from .expect import validate
+    validate(sc, None)
     if stop_at is not None and stop_at not in sc.labels:
         from mmcore.scenario import ScenarioError
         raise ScenarioError('%s: no snapshot %r (labels: %s)'

@@ -12,9 +12,22 @@ import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SCENARIO = PROJECT_ROOT / 'configs' / 'scenarios' / 'showcase.yaml'
-DEFAULT_MOUNTPOINT = PROJECT_ROOT / 'mountpoint'
-KERNELS_DIR = PROJECT_ROOT / 'configs' / 'kernels'
+
+
+def _configs_dir():
+    """configs/ of the source tree, or the copy an installed wheel holds
+    as the package data mmemu/configs/."""
+    repo = PROJECT_ROOT / 'configs'
+    if (repo / 'kernels').is_dir():
+        return repo
+    return PROJECT_ROOT / 'mmemu' / 'configs'
+
+
+CONFIGS_DIR = _configs_dir()
+DEFAULT_SCENARIO = CONFIGS_DIR / 'scenarios' / 'showcase.yaml'
+DEFAULT_MOUNTPOINT = PROJECT_ROOT / 'mountpoint' if CONFIGS_DIR.parent == PROJECT_ROOT \
+    else Path('mountpoint')
+KERNELS_DIR = CONFIGS_DIR / 'kernels'
 
 # "a config file is 64-bit unless it contains CONFIG_64BIT: n"
 _NOT_64BIT = re.compile(r'''^\s*CONFIG_64BIT\s*:\s*["']?(n|no|N|false)["']?\s*(#.*)?$''', re.M)
@@ -154,12 +167,69 @@ def cmd_tools(args):
     return 0
 
 
+def known_configs(extra=()):
+    """{name: KernelConfig} of every profile in configs/kernels/ and of the
+    files in `extra`."""
+    from mmcore.config import load_kernel_config
+    out = {}
+    for p in sorted(KERNELS_DIR.glob('*.yaml')) + [Path(x) for x in extra]:
+        cfg = load_kernel_config(str(p))
+        out[cfg.name] = cfg
+    return out
+
+
+def verify_configs(sc, args, known):
+    """The configs `check --verify` replays: --config, or every profile
+    matching the scenario's kernel hints (bits, default 64; mapcount)."""
+    from mmcore.config import load_kernel_config
+    if args.config:
+        return [load_kernel_config(p) for p in _config_paths(args)]
+    bits = sc.kernel_hints.get('bits', 64)
+    mapcount = sc.kernel_hints.get('mapcount')
+    cfgs = [c for c in known.values() if c.bits == bits and
+            (mapcount is None or c.page_mapcount == (mapcount == 'per-page'))]
+    if not cfgs:
+        raise CliError('%s: no kernel config in %s matches the scenario\'s kernel hints'
+                       % (sc.path, KERNELS_DIR))
+    return sorted(cfgs, key=lambda c: c.name)
+
+
 def cmd_check(args):
     from mmcore.scenario import load_scenario
-    sc = load_scenario(_scenario_path(args.scenario))
-    labels = ', '.join(sc.labels) if sc.labels else 'none'
-    print('ok: %s, %d steps, labels: %s' % (sc.name, len(sc.steps), labels))
-    return 0
+    from procfs import expect
+    known = known_configs(_config_paths(args) if args.config else ())
+    status, passed, failed = 0, 0, 0
+    for arg in args.scenario:
+        try:
+            sc = load_scenario(_scenario_path(arg))
+            expect.validate(sc, known)
+            if not args.verify:
+                labels = ', '.join(sc.labels) if sc.labels else 'none'
+                print('ok: %s, %d steps, labels: %s, %d expectations'
+                      % (sc.name, len(sc.steps), labels, expect.expectation_count(sc)))
+                continue
+            cfgs = verify_configs(sc, args, known)
+            results = expect.verify(sc, cfgs)
+        except Exception as e:
+            if not _is_user_error(e) or os.environ.get('MMEMU_DEBUG'):
+                raise
+            print('mmemu: error: %s' % _error_message(e), file=sys.stderr)
+            status = 1
+            continue
+        for r in results:
+            print(r)
+        bad = sum(not r.passed for r in results)
+        passed += len(results) - bad
+        failed += bad
+        if bad or not results:
+            status = 1
+        print('%s: %d of %d expectations passed on %s%s' % (
+            sc.path, len(results) - bad, len(results), ', '.join(c.name for c in cfgs),
+            '' if results else ' (no expectation applies to these configs)'))
+    if args.verify and len(args.scenario) > 1:
+        print('verify: %d expectations passed, %d failed, in %d scenarios'
+              % (passed, failed, len(args.scenario)))
+    return status
 
 
 def _add_build_options(p):
@@ -211,8 +281,16 @@ def make_parser():
     _add_build_options(p)
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser('check', help='validate a scenario file')
-    p.add_argument('scenario', metavar='SCENARIO')
+    p = sub.add_parser('check', help='validate scenario files; --verify checks their '
+                       'expect steps')
+    p.add_argument('scenario', metavar='SCENARIO', nargs='+')
+    p.add_argument('--verify', action='store_true',
+                   help='replay and report every expectation as passed or failed '
+                        '(exit status 1 on any failure)')
+    p.add_argument('--config', metavar='FILE', action='extend', nargs='+',
+                   help='kernel configs to verify under (default: every config in '
+                        'configs/kernels/ matching the scenario\'s kernel.bits, 64 unless '
+                        'it says otherwise)')
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser('tools', help='what monitoring tools would report for a scenario')
