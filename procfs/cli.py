@@ -205,8 +205,9 @@ def cmd_check(args):
             expect.validate(sc, known)
             if not args.verify:
                 labels = ', '.join(sc.labels) if sc.labels else 'none'
-                print('ok: %s, %d steps, labels: %s, %d expectations'
-                      % (sc.name, len(sc.steps), labels, expect.expectation_count(sc)))
+                n = expect.expectation_count(sc)
+                print('ok: %s, %d steps, labels: %s%s' % (sc.name, len(sc.steps), labels,
+                                                         ', %d expectations' % n if n else ''))
                 continue
             cfgs = verify_configs(sc, args, known)
             results = expect.verify(sc, cfgs)
