@@ -10,7 +10,7 @@ time (fault-around and page-cache lookups are sequential by nature).
 import numpy as np
 
 from .errors import Fault
-from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE,
+from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_REFERENCED, FL_SWAPBACKED, FL_UPTODATE,
                      FL_DEFERRED, GUP_PIN_COUNTING_BIAS, HPAGE_PMD_NR, HPAGE_PMD_ORDER,
                      PAGE_SHIFT, PAGE_SIZE)
 from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEPAGE,
@@ -491,9 +491,12 @@ def pin_range(k, proc, name, start, end):
         lo, hi = v.page_index(max(start, v.start)), v.page_index(min(end, v.end))
         pfns = v.pfn[lo:hi]
         heads = mem.head[pfns]
+        in_slow = v.start + (np.arange(lo, hi) << PAGE_SHIFT) >= slow_from
+        # gup_fast_pte_range() / gup_fast_pmd_leaf(): folio_set_referenced()
+        mem.flags[np.unique(heads[~in_slow])] |= FL_REFERENCED
         # the slow path, follow_page_pte() with FOLL_TOUCH: folio_mark_accessed()
         # per PTE-mapped page; follow_huge_pmd() only makes the PMD young
-        slow = lo + np.flatnonzero(v.start + (np.arange(lo, hi) << PAGE_SHIFT) >= slow_from)
+        slow = lo + np.flatnonzero(in_slow)
         for i in slow[(v.bits[slow] & PTE_PMD) == 0]:
             folio_mark_accessed(mem, np.array([mem.head[v.pfn[i]]]))
         small = mem.order[heads] == 0
@@ -510,8 +513,8 @@ def gup_fast_end(k, proc, start, end):
     """The address where gup_fast() stops on [start, end) for FOLL_WRITE:
     the first page not mapped by a present, writable entry of a normal page
     (gup_fast_pte_range / gup_fast_pmd_leaf).  gup_fast_fallback() hands
-    the rest, from there on, to the slow path; gup_fast() itself marks no
-    folio accessed."""
+    the rest, from there on, to the slow path.  gup_fast() only sets
+    PG_referenced, it never activates a folio (no folio_mark_accessed())."""
     mem = k.mem
     addr = start
     while addr < end:
