@@ -245,6 +245,7 @@ def pmd_write_fault(k, proc, vma, b):
     if mem.anon_exclusive[head] or mem.refcount[head] == 1:
         mem.anon_exclusive[head] = True
         vma.bits[b:b + HPAGE_PMD_NR] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+        k.cost['cow_pages_reused'] += HPAGE_PMD_NR
         return
     pmdops.split_pmd(k, proc.mm, vma, b)
 
@@ -275,6 +276,7 @@ def wp_ptes(k, proc, vma, idx):
     reuse = np.zeros(len(idx), dtype=bool)
     reuse[~zero] = wp_can_reuse(k, pfns[~zero])
     r = idx[reuse]
+    k.cost['cow_pages_reused'] += len(r)
     if len(r):
         mem.anon_exclusive[vma.pfn[r]] = True
         vma.bits[r] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
@@ -295,6 +297,8 @@ def wp_page_copy(k, proc, vma, idx):
     if len(old_real):
         # one SUB per page: rounds over the pages of each folio
         heads = mem.head[old_real]
+        k.cost['cow_pages_copied'] += len(old_real)
+        k.cost['cow_folios_copied'] += len(np.unique(heads))
         order = np.argsort(heads, kind='stable')
         sh = heads[order]
         rank = np.arange(len(sh)) - np.searchsorted(sh, sh)

@@ -52,7 +52,8 @@ class Kernel:
         self.policy = policy_for(config)
         self.mem = PhysMem(scenario.memory)
         self.events = Counter()
-        self.rmap = Rmap(self.mem, config, self.policy, self.events)
+        self.cost = Counter()         # what the kernel's code touched (cost.py)
+        self.rmap = Rmap(self.mem, config, self.policy, self.events, self.cost)
         self.mm_ids = MMIdAllocator(config.mm_id_max)
         self.thp = scenario.thp
         self.cgroups = list(scenario.cgroups)
