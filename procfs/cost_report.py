@@ -82,9 +82,10 @@ def render_svg(scenario, per_config):
     names, keys, steps = d['configs'], list(d['counters']), d['steps']
     steps = [s for s in steps if any(s['cost'][n] for n in names)]
     bar, gap, left, panel_h, top = 14, 18, 60, 150, 70
+    step_h = panel_h + 92
     group = bar * len(names) + gap
     width = max(left + group * max(len(steps), 1) + 40, 560)
-    height = top + (panel_h + 80) * max(len(keys), 1) + 20
+    height = top + step_h * max(len(keys), 1) + 20
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
              'font-family="sans-serif" font-size="11">' % (width, height),
              '<rect width="100%" height="100%" fill="white"/>',
@@ -96,8 +97,8 @@ def render_svg(scenario, per_config):
                      % (x, COLOURS[i % len(COLOURS)]))
         parts.append('<text x="%d" y="45">%s</text>' % (x + 16, escape(n)))
     for p, key in enumerate(keys):
-        y0 = top + p * (panel_h + 80)
-        base = y0 + 20 + panel_h
+        y0 = top + p * step_h
+        base = y0 + 32 + panel_h
         peak = max([s['cost'][n].get(key, 0) for s in steps for n in names] + [1])
         parts.append('<text x="10" y="%d" font-size="13">%s (max %d)</text>'
                      % (y0 + 12, escape(LABELS[key]), peak))
