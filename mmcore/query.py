@@ -234,7 +234,8 @@ def folio_counters(k, heads):
     lru = (f & FL_LRU) != 0
     mapped = k.rmap.mapped_pages(heads)
     pmdmapped = k.policy.pmd_mapped(mem, heads)
-    pmd_order = mem.order[heads] == HPAGE_PMD_ORDER
+    # folio_test_pmd_mappable(): NR_SHMEM_THPS / NR_FILE_THPS at page-cache insertion
+    pmd_order = mem.order[heads] >= HPAGE_PMD_ORDER
     s = lambda m: int(nr[m].sum())
     anon_lru = lru & swapbacked             # anon and shmem live on the anon LRU
     file_lru = lru & ~swapbacked            # page cache and lazily freed anon

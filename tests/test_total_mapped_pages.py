@@ -259,3 +259,68 @@ def test_mm_id_of_child():
     k = replay(doc(PMD_FORK), TOTAL_MAPPED_PAGES)
     h = int(range_pages(k, P, 'buf').head[0])
     assert sorted(k.mem.mm_id[h].tolist()) == sorted([mm_id(k, P), mm_id(k, CH)])
+
+
+# --- folios larger than a PMD --------------------------------------------------------------
+
+def big_file_doc(folio_size, vma_size, file_offset=0, fork_read=False):
+    steps = [mmap(P, 'a', vma_size, kind='shared-file', file='f', align='2M',
+                  file_offset=file_offset),
+             {'read': {'pid': P, 'vma': 'a', 'offset': 0, 'length': 4096}}]
+    if fork_read:
+        steps += [fork(P, CH), {'read': {'pid': CH, 'vma': 'a', 'offset': 0, 'length': 4096}}]
+    return yaml.safe_dump({'format': 1, 'name': 't', 'kernel': {'memory': '256M', 'thp': THP_PMD},
+                           'files': [{'name': 'f', 'size': '8M', 'folio_size': folio_size}],
+                           'processes': [{'pid': P}], 'steps': steps}, sort_keys=False)
+
+
+@pytest.mark.parametrize('config', [PAGE_MAPCOUNT, NO_PAGE_MAPCOUNT] + [
+    load_kernel_config(str(KERNELS / n)) for n in ('page_mapcount-32bit.yaml',
+                                                   'no_page_mapcount-32bit.yaml')],
+    ids=lambda c: c.name)
+@pytest.mark.parametrize('folio_size', ['4M', '8M'])
+def test_6_18_refuses_folios_larger_than_a_pmd(config, folio_size):
+    """6.18: MAX_PAGECACHE_ORDER is the PMD order; no page-cache or shmem
+    folio is larger."""
+    from mmcore.errors import StepError
+    with pytest.raises(StepError, match='folio_size %dK is larger than kernel config %s'
+                       % (int(folio_size[0]) << 10, config.name)):
+        replay(big_file_doc(folio_size, '4M'), config)
+
+
+def test_order_11_folio_three_pmds_and_ptes():
+    """13/13: a folio spanning several PMDs: an 8M (order-11) tmpfs folio
+    under a 7M shared mapping is mapped by 3 PMDs and 256 PTEs: mapcount
+    3 + 256 = 259, total 3 * 512 + 256 = 1792, average
+    max((1792 + 1024) >> 11, 1) = 1; after a fork and the child's read
+    (fork leaves page-cache PMDs to refault) both do so: 518, 3584,
+    (3584 + 1024) >> 11 = 2.  Not PMD-sized: no ShmemPmdMapped in
+    meminfo (13/13 nr_pmdmapped)."""
+    k = replay(big_file_doc('8M', '7M'), TOTAL_MAPPED_PAGES)
+    rp = range_pages(k, P, 'a')
+    h = int(rp.head[0])
+    assert int(k.mem.order[h]) == 11
+    assert rp.pmd.tolist() == [True] * 1536 + [False] * 256
+    assert (int(k.mem.large_mapcount[h]), int(k.mem.total_mapped_pages[h])) == (259, 1792)
+    assert set(query.kpagecount(k, h + np.arange(2048)).tolist()) == {1}
+    assert query.node_stats(k)['shmem_pmdmapped'] == 0
+    assert int(k.mem.refcount[h]) == 2048 + 259
+    k = replay(big_file_doc('8M', '7M', fork_read=True), TOTAL_MAPPED_PAGES)
+    h = int(range_pages(k, CH, 'a').head[0])
+    assert (int(k.mem.large_mapcount[h]), int(k.mem.total_mapped_pages[h])) == (518, 3584)
+    assert set(query.kpagecount(k, h + np.arange(2048)).tolist()) == {2}
+    assert not range_pages(k, CH, 'a').exclusive.any()
+    sm = smaps_kb(k, CH, 'a')
+    assert (sm['Rss'], sm['Pss'], sm['Shared_Clean']) == (7168, 3584, 7168)
+
+
+def test_order_10_folio_misaligned_is_ptes_only():
+    """A mapping 1M into a 4M folio cannot place a PMD (do_set_pmd needs
+    the folio part PMD-aligned in the VMA): 768 PTEs, total == mapcount."""
+    k = replay(big_file_doc('4M', '3M', file_offset='1M'), TOTAL_MAPPED_PAGES)
+    rp = range_pages(k, P, 'a')
+    h = int(rp.head[0])
+    assert int(k.mem.order[h]) == 10 and not rp.pmd.any() and rp.present.all()
+    assert (int(k.mem.large_mapcount[h]), int(k.mem.total_mapped_pages[h])) == (768, 768)
+    # (768 + 512) >> 10 = 1
+    assert set(query.kpagecount(k, h + np.arange(1024)).tolist()) == {1}
