@@ -225,7 +225,7 @@ def cmd_check(args):
                 labels = ', '.join(sc.labels) if sc.labels else 'none'
                 n = expect.expectation_count(sc)
                 print('ok: %s, %d steps, labels: %s%s' % (sc.name, len(sc.steps), labels,
-                                                         ', %d expectations' % n if n else ''))
+                                                         ', %d expectation%s' % (n, 's' * (n != 1)) if n else ''))
                 continue
             cfgs = verify_configs(sc, args, known)
             results = expect.verify(sc, cfgs)
