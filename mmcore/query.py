@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED, FL_PAGECACHE,
-                     FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
-                     FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
+                     FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE,
+                     FL_UPTODATE, FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
 from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE, \
     VM_GROWSDOWN
 from . import pmd as pmdops
@@ -332,8 +332,8 @@ def true_page_mapcounts(k):
 
 def folio_state(k, pfn):
     """The state of the folio holding `pfn` that no /proc file shows as
-    such (semantics.md 3): order, refcount, large and entire mapcount, the
-    two MM-ID slots as (pid, per-MM mapcount) or None for a free slot,
+    such (semantics.md 3): order, refcount, large and entire mapcount
+    (total mapped pages of the 2026 RFC's kernel instead), the two MM-ID slots as (pid, per-MM mapcount) or None for a free slot,
     FOLIO_MM_IDS_SHARED_BIT and PG_partially_mapped (on the deferred split
     queue).  None when the frame is free; slots are None for small folios."""
     mem = k.mem
@@ -351,5 +351,6 @@ def folio_state(k, pfn):
             'large_mapcount': int(mem.large_mapcount[head]) if order else
             int(mem.page_mapcount[head]),
             'entire_mapcount': int(mem.entire_mapcount[head]),
+            'total_mapped_pages': int(mem.total_mapped_pages[head]),
             'slots': slots, 'maybe_shared': bool(mem.maybe_shared[head]) if order else None,
             'partially_mapped': bool(mem.flags[head] & FL_PARTIALLY_MAPPED)}

@@ -33,7 +33,8 @@ NUMA_TOKENS = ('mapmax', 'anon', 'dirty', 'mapped', 'active', 'writeback', 'swap
                'N0', 'kernelpagesize_kB', 'file', 'heap', 'stack', 'huge', 'policy')
 PAGE_FIELDS = ('present', 'kpagecount', 'bit56', 'bit61', 'same_pfn')
 PAGES_COUNTS = ('bit56_pages', 'present_pages')
-FOLIO_INTS = ('nr_pages', 'order', 'refcount', 'large_mapcount', 'entire_mapcount')
+FOLIO_INTS = ('nr_pages', 'order', 'refcount', 'large_mapcount', 'entire_mapcount',
+              'total_mapped_pages')
 FOLIO_BOOLS = ('maybe_shared', 'partially_mapped')
 RUN_RE = re.compile(r'^\s*(-?\d+)\s*\*\s*(\d+)\s*$')
 
@@ -275,11 +276,10 @@ def _actual(rp, st, name, cache):
             _, vmas = rp.range_base(t['pid'], t['vma'])
             if not vmas:
                 raise LookupError('range %r of pid %d is not mapped' % (t['vma'], t['pid']))
-            cache['smaps'] = v.smaps_sum(t['pid'], starts={x.start for x in vmas})
-            if name not in cache['smaps']:
-                blocks = [b for b in v.smaps(t['pid']) if b['start'] == vmas[0].start]
-                cache['smaps'].update({k: x for k, x in blocks[0]['fields'].items()
-                                       if not isinstance(x, int)})
+            first = [b for b in v.smaps(t['pid']) if b['start'] == vmas[0].start][0]
+            # numbers summed over the range's VMAs, text (VmFlags) of its first VMA
+            cache['smaps'] = {k: x for k, x in first['fields'].items() if not isinstance(x, int)}
+            cache['smaps'].update(v.smaps_sum(t['pid'], starts={x.start for x in vmas}))
         return cache['smaps'].get(name)
     if subj == 'numa_maps':
         _, vmas = rp.range_base(t['pid'], t['vma'])
