@@ -70,6 +70,7 @@ class Kernel:
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault
+        self.clock = None         # live machines: callable, ticks of wall-clock time served
 
     def _start_init(self):
         """Pid 1, the init process every machine has: a small heap and
@@ -235,7 +236,9 @@ class Kernel:
 
     @property
     def uptime_ticks(self):
-        return self.ticks
+        """Clock ticks since boot: the steps' time, plus the time a live
+        machine has been served."""
+        return self.ticks + (self.clock() if self.clock is not None else 0)
 
 
 def replay(config, scenario, stop_at=None):

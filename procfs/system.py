@@ -97,7 +97,7 @@ def vmstat(k):
 
 
 def stat(k):
-    up = k.ticks
+    up = k.uptime_ticks
     cpu = CpuTimes(user=up // 10, system=up // 20, idle=up * NR_CPUS - up // 10 - up // 20)
     per = [CpuTimes(user=cpu.user // NR_CPUS, system=cpu.system // NR_CPUS,
                     idle=cpu.idle // NR_CPUS) for _ in range(NR_CPUS)]
@@ -112,7 +112,7 @@ def loadavg(k):
 
 
 def uptime(k):
-    secs = k.ticks / HZ
+    secs = k.uptime_ticks / HZ
     return uptime_text(secs, secs * NR_CPUS * 0.9).encode()
 
 
