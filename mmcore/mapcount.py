@@ -114,6 +114,12 @@ class PageMapcount:
     def numa_mapcount(self, mem, pfns):
         return self.precise(mem, pfns)
 
+    def debug_columns(self, mem, heads):
+        """The mapcount fields this config keeps in a large folio, by their
+        struct folio names (sys/kernel/debug/mmemu/folios)."""
+        return [('entire_mapcount', mem.entire_mapcount[heads]),
+                ('nr_pages_mapped', mem.nr_pages_mapped[heads])]
+
 
 class NoPageMapcount:
     """CONFIG_NO_PAGE_MAPCOUNT=y."""
@@ -151,6 +157,10 @@ class NoPageMapcount:
 
     def numa_mapcount(self, mem, pfns):
         return folio_average_page_mapcount(mem, mem.head[pfns])
+
+    def debug_columns(self, mem, heads):
+        """No _nr_pages_mapped with NO_PAGE_MAPCOUNT (semantics.md 7.1)."""
+        return [('entire_mapcount', mem.entire_mapcount[heads])]
 
 
 def policy_for(config):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED, FL_PAGECACHE,
-                     FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
+from .memory import (FL_ACTIVE, FL_ANON, FL_DEFERRED, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED,
+                     FL_PAGECACHE, FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
                      FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
 from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE, \
     VM_GROWSDOWN
@@ -327,3 +327,107 @@ def true_page_mapcounts(k):
             pres = v.pfn >= 0
             np.add.at(counts, v.pfn[pres], 1)
     return counts
+
+
+# --- internal state (sys/kernel/debug/mmemu) -----------------------------------------
+
+# folio flag bits by their kernel names (enum pageflags and folio state)
+FOLIO_FLAG_NAMES = [(FL_ANON, 'anon'), (FL_SWAPBACKED, 'swapbacked'), (FL_PAGECACHE, 'pagecache'),
+                    (FL_UPTODATE, 'uptodate'), (FL_DIRTY, 'dirty'), (FL_LRU, 'lru'),
+                    (FL_ACTIVE, 'active'), (FL_REFERENCED, 'referenced'),
+                    (FL_UNEVICTABLE, 'unevictable'), (FL_MLOCKED, 'mlocked'), (FL_KSM, 'ksm'),
+                    (FL_ZERO, 'zero'), (FL_RESERVED, 'reserved'),
+                    (FL_PARTIALLY_MAPPED, 'partially_mapped'), (FL_DEFERRED, 'deferred_list')]
+
+
+def folio_flag_names(flags):
+    return [name for bit, name in FOLIO_FLAG_NAMES if int(flags) & bit]
+
+
+def folio_mappers(k, heads):
+    """For each folio of `heads` (sorted), {pid: pages of it the pid maps}
+    from the page tables (a PMD maps every page of its folio)."""
+    heads = np.asarray(heads, dtype=np.int64)
+    out = [dict() for _ in range(len(heads))]
+    for pid, p in sorted(k.processes.items()):
+        h = np.concatenate([k.mem.head[v.pfn[v.pfn >= 0]] for v in p.mm.vmas] or
+                           [np.zeros(0, dtype=np.int64)])
+        if len(h) == 0:
+            continue
+        uh, cnt = np.unique(h, return_counts=True)
+        pos = np.searchsorted(heads, uh)
+        ok = (pos < len(heads)) & (heads[np.minimum(pos, len(heads) - 1)] == uh)
+        for i, c in zip(pos[ok], cnt[ok]):
+            out[i][pid] = int(c)
+    return out
+
+
+def folio_state(k):
+    """Every allocated folio (reserved frames aside, the zero pages
+    included) with what the kernel keeps in its struct folio: dict of
+    per-folio arrays, `config_columns` [(name, values)] from the mapcount
+    policy (large folios; 0 for small ones) and `mappers`."""
+    from .rmap import folio_kind
+    mem = k.mem
+    heads = mem.allocated_folio_heads()
+    f = mem.flags[heads]
+    heads = heads[((f & FL_RESERVED) == 0) | ((f & FL_ZERO) != 0)]
+    f = mem.flags[heads]
+    order = mem.order[heads].astype(np.int64)
+    kind = folio_kind(mem, heads).astype(object)
+    kind[(f & FL_ZERO) != 0] = 'zero'
+    large = order > 0
+    lg = heads[large]
+    cols = {}
+    for name, vals in k.policy.debug_columns(mem, lg):
+        full = np.zeros(len(heads), dtype=np.int64)
+        full[large] = vals
+        cols[name] = full
+    mapcount = np.where(large, mem.large_mapcount[heads], mem.page_mapcount[heads])
+    return {
+        'pfn': heads, 'order': order, 'kind': kind, 'flags': f, 'large': large,
+        'refcount': mem.refcount[heads], 'pincount': mem.pincount[heads],
+        'mapcount': np.where((f & FL_ZERO) != 0, 0, mapcount),
+        'large_mapcount': mem.large_mapcount[heads],
+        'mm_id': mem.mm_id[heads], 'mm_id_mapcount': mem.mm_id_mapcount[heads],
+        'maybe_shared': mem.maybe_shared[heads],
+        'partially_mapped': (f & FL_PARTIALLY_MAPPED) != 0,
+        'deferred_list': (f & FL_DEFERRED) != 0,
+        'config_columns': list(cols.items()),
+        'mappers': folio_mappers(k, heads),
+    }
+
+
+def mm_id_usage(k):
+    """Per process: (pid, mm_id, large folios with the MM in slot 0, in
+    slot 1, large folios it maps while in neither slot)."""
+    st = folio_state(k)
+    lg = st['large'] & (st['kind'] != 'zero')
+    ids = st['mm_id'][lg]
+    mappers = [m for m, is_lg in zip(st['mappers'], lg) if is_lg]
+    rows = []
+    for pid, p in sorted(k.processes.items()):
+        mid = p.mm.mm_id
+        in0 = ids[:, 0] == mid
+        in1 = ids[:, 1] == mid
+        untracked = sum(1 for i, m in enumerate(mappers) if pid in m and not in0[i] and not in1[i])
+        rows.append((pid, mid, int(in0.sum()), int(in1.sum()), untracked))
+    return rows
+
+
+def mthp_stats(k, size_kb):
+    """The counters of hugepages-<size>kB/stats: events the core counted
+    where the kernel calls count_mthp_stat(), and the two state counters
+    the kernel keeps with mod_mthp_stat(): nr_anon (anon folios of that
+    size, from folio_add_new_anon_rmap() to their free or split) and
+    nr_anon_partially_mapped (those flagged partially mapped)."""
+    prefix = 'mthp/%dkB/' % size_kb
+    out = {name[len(prefix):]: n for name, n in k.events.items() if name.startswith(prefix)}
+    mem = k.mem
+    heads = mem.allocated_folio_heads()
+    order = (size_kb // 4).bit_length() - 1
+    f = mem.flags[heads]
+    anon = heads[(mem.order[heads] == order) & ((f & FL_ANON) != 0) & ((f & FL_ZERO) == 0)]
+    out['nr_anon'] = len(anon)
+    out['nr_anon_partially_mapped'] = int(((mem.flags[anon] & FL_PARTIALLY_MAPPED) != 0).sum())
+    return out

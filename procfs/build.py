@@ -9,6 +9,7 @@ from mmcore.errors import StepError
 from mmcore.kernel import Kernel
 from mmcore.memory import HPAGE_PMD_NR, PAGE_SIZE
 from mmcore.scenario import load_scenario
+from . import debug
 from . import pid as pidfiles
 from . import system
 from .tree import BinaryFile, Dir, Symlink, TextFile
@@ -113,8 +114,10 @@ def sys_dir(k):
         'hpage_pmd_size': TextFile(lambda: '%d\n' % (HPAGE_PMD_NR * PAGE_SIZE)),
     }
     for kb in system.THP_SIZES_KB:
+        stats = {name: _text(k, system.mthp_stat, kb, name) for name in system.MTHP_STATS}
         thp['hugepages-%dkB' % kb] = Dir({'enabled': _text(k, system.thp_size_enabled, kb,
-                                                           mode=0o644)})
+                                                           mode=0o644),
+                                          'stats': Dir(stats)})
 
     def v1_files(path):
         return {'memory.stat': _text(k, system.memcg_v1_stat, path),
@@ -126,8 +129,12 @@ def sys_dir(k):
                 'memory.current': _text(k, system.memcg_usage, path),
                 'cgroup.procs': _text(k, system.cgroup_procs, path, False, mode=0o644)}
 
+    # debugfs: mode 0700 at the top, root-only files (an mmemu extension)
+    debugfs = Dir({'mmemu': Dir({'folios': _text(k, debug.folios, mode=0o400),
+                                 'mm_ids': _text(k, debug.mm_ids, mode=0o400)}, mode=0o500)},
+                  mode=0o700)
     return Dir({
-        'kernel': Dir({'mm': Dir({'transparent_hugepage': Dir(thp)})}),
+        'kernel': Dir({'mm': Dir({'transparent_hugepage': Dir(thp)}), 'debug': debugfs}),
         'devices': Dir({'system': Dir({'node': Dir({'node0': Dir({
             'meminfo': _text(k, system.node_meminfo)})})})}),
         'fs': Dir({'cgroup': Dir({'memory': _cgroup_tree(k, v1_files),

@@ -104,3 +104,18 @@ def test_commands_on_a_mount_that_is_not_live(tmp_path):
     assert r.stderr.startswith('mmemu: error: %s is not a live mount' % tmp_path)
     r = mmemu('step', tmp_path, '2', '--all')
     assert r.returncode == 1 and 'one of N, --to LABEL and --all' in r.stderr
+
+
+def test_debugfs_files_are_root_only_and_follow_the_steps(live):
+    from conftest import as_nobody
+    path = os.path.join(live.root('page_mapcount'), 'sys', 'kernel', 'debug', 'mmemu', 'folios')
+    r = as_nobody(['cat', path], text=True)
+    assert r.returncode == 1 and 'Permission denied' in r.stderr
+    with open(path) as f:
+        before = f.read()
+    r = mmemu('do', live.mountpoint, 'exit: {pid: 101}')
+    assert r.returncode == 0, r.stderr
+    with open(path) as f:
+        after = f.read()
+    assert before.splitlines()[0].split() == after.splitlines()[0].split()
+    assert ',101:' in before and ',101:' not in after
