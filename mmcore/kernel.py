@@ -10,6 +10,7 @@ from .mm import MM, MMIdAllocator, VMA, PROT_FLAGS, VM_MAYREAD, VM_MAYWRITE, VM_
     VM_SHARED, VM_MAYSHARE, VM_ACCOUNT, VM_READ, VM_WRITE, VM_GROWSDOWN
 from .pagecache import FileObject, FIRST_INODE, truncate_object
 from .rmap import Rmap
+from .history import SlotHistory
 from .errors import Fault, StepError
 from . import scenario as sc
 
@@ -53,6 +54,7 @@ class Kernel:
         self.mem = PhysMem(scenario.memory)
         self.events = Counter()
         self.rmap = Rmap(self.mem, config, self.policy, self.events)
+        self.slot_history = self.rmap.history = SlotHistory()
         self.mm_ids = MMIdAllocator(config.mm_id_max)
         self.thp = scenario.thp
         self.cgroups = list(scenario.cgroups)
@@ -70,6 +72,7 @@ class Kernel:
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault
+        self.slot_history.set_owners(0, self._mm_owners())
         self.clock = None         # live machines: callable, ticks of wall-clock time served
 
     def _start_init(self):
@@ -130,10 +133,16 @@ class Kernel:
         if stop_at is not None:
             raise StepError(None, 'no snapshot %r' % stop_at)
 
+    def _mm_owners(self):
+        return {p.mm.mm_id: pid for pid, p in self.processes.items()}
+
     def apply(self, step):
         self.step_index = step.index
         self.ticks += STEP_TICKS
         handler = getattr(self, 'do_' + step.op)
+        hist = self.slot_history
+        hist.step = step.index
+        hist.set_owners(step.index, self._mm_owners())
         try:
             handler(step)
         except Fault as e:
@@ -141,6 +150,8 @@ class Kernel:
                 raise StepError(step, str(e))
             self.faults.append((step, str(e)))
             return
+        finally:
+            hist.set_owners(step.index, self._mm_owners())
         if step.expect_fault:
             raise StepError(step, 'expected a fault, but the kernel performed the step')
 

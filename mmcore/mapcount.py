@@ -114,6 +114,18 @@ class PageMapcount:
     def numa_mapcount(self, mem, pfns):
         return self.precise(mem, pfns)
 
+    def mapcount_terms(self, mem, pfn):
+        """Why kpagecount/smaps' m of one page of a large folio is what it
+        is: (kernel function, {input: value})."""
+        return ('folio_precise_page_mapcount',
+                {'page_mapcount': int(mem.page_mapcount[pfn]),
+                 'entire_mapcount': int(mem.entire_mapcount[mem.head[pfn]])})
+
+    def exclusive_terms(self, mem, pfn):
+        """Why pagemap bit 56 / smaps private is what it is for a page of
+        a large folio: (rule, {input: value})."""
+        return ('precise_mapcount_is_1', {'precise_mapcount': int(self.precise(mem, pfn))})
+
     def debug_columns(self, mem, heads):
         """The mapcount fields this config keeps in a large folio, by their
         struct folio names (sys/kernel/debug/mmemu/folios)."""
@@ -157,6 +169,19 @@ class NoPageMapcount:
 
     def numa_mapcount(self, mem, pfns):
         return folio_average_page_mapcount(mem, mem.head[pfns])
+
+    def mapcount_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('folio_average_page_mapcount',
+                {'large_mapcount': int(mem.large_mapcount[head]),
+                 'entire_mapcount': int(mem.entire_mapcount[head]),
+                 'order': int(mem.order[head])})
+
+    def exclusive_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('not_folio_maybe_mapped_shared',
+                {'large_mapcount': int(mem.large_mapcount[head]),
+                 'maybe_shared': int(mem.maybe_shared[head])})
 
     def debug_columns(self, mem, heads):
         """No _nr_pages_mapped with NO_PAGE_MAPCOUNT (semantics.md 7.1)."""

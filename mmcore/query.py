@@ -431,3 +431,80 @@ def mthp_stats(k, size_kb):
     out['nr_anon'] = len(anon)
     out['nr_anon_partially_mapped'] = int(((mem.flags[anon] & FL_PARTIALLY_MAPPED) != 0).sum())
     return out
+
+
+@dataclass
+class PageFacts:
+    """Everything /proc shows about one virtual page, and why (`mmemu
+    explain`)."""
+    pid: int
+    addr: int
+    vma: object
+    index: int                 # page index in the VMA
+    pfn: int                   # -1: not present
+    head: int
+    order: int
+    kind: str
+    flags: list
+    refcount: int
+    slots: tuple               # ((mm_id, mapcount, pid), (mm_id, mapcount, pid))
+    maybe_shared: bool
+    large_mapcount: int
+    config_columns: list       # [(name, value)] the config keeps
+    mappers: dict              # pid -> pages of the folio it maps
+    page_mappers: int          # page-table entries mapping this very page
+    kpagecount: int
+    mapcount: int              # smaps' m
+    private: bool              # smaps Private_* (vs Shared_*)
+    pm_exclusive: bool         # pagemap bit 56
+    numa_mapcount: int         # numa_maps' count (mapmax)
+    pmd: bool
+    zero: bool
+    mapcount_terms: tuple
+    exclusive_terms: tuple
+    history: list              # history.SlotEvent of the folio
+
+
+def page_facts(k, pid, addr):
+    """The facts about the page at `addr` of process `pid`; None when no
+    VMA covers it.  Raises KeyError for an unknown pid."""
+    proc = k.processes[pid]
+    vma = next((v for v in proc.mm.vmas if v.start <= addr < v.end), None)
+    if vma is None:
+        return None
+    i = (addr - vma.start) >> PAGE_SHIFT
+    pv = vma_pages(k, vma)
+    pfn = int(pv.pfn[i])
+    mem = k.mem
+    facts = dict(pid=pid, addr=addr, vma=vma, index=i, pfn=pfn, pmd=bool(pv.pmd[i]),
+                 zero=bool(pv.zero[i]), mapcount=int(pv.mapcount[i]), private=bool(pv.private[i]),
+                 pm_exclusive=bool(pv.pm_exclusive[i]), numa_mapcount=int(pv.numa_mapcount[i]))
+    if pfn < 0:
+        return PageFacts(head=-1, order=0, kind='', flags=[], refcount=0, slots=(), maybe_shared=False,
+                         large_mapcount=0, config_columns=[], mappers={}, page_mappers=0,
+                         kpagecount=0, mapcount_terms=(), exclusive_terms=(), history=[], **facts)
+    from .rmap import folio_kind
+    head = int(mem.head[pfn])
+    order = int(mem.order[head])
+    owners = {p.mm.mm_id: q for q, p in k.processes.items()}
+    large = order > 0
+    slots = tuple((int(mem.mm_id[head, s]), int(mem.mm_id_mapcount[head, s]),
+                   owners.get(int(mem.mm_id[head, s]), -1)) for s in (0, 1)) if large else ()
+    if large:
+        mterms = k.policy.mapcount_terms(mem, pfn)
+        eterms = k.policy.exclusive_terms(mem, pfn)
+        cols = [(n, int(v[0])) for n, v in k.policy.debug_columns(mem, np.array([head]))]
+    else:
+        mterms = ('page_mapcount', {'page_mapcount': int(mem.page_mapcount[head])})
+        eterms = ('page_mapcount_is_1', {'page_mapcount': int(mem.page_mapcount[head])})
+        cols = []
+    kind = 'zero' if mem.flags[head] & FL_ZERO else str(folio_kind(mem, np.array([head]))[0])
+    return PageFacts(head=head, order=order, kind=kind, flags=folio_flag_names(mem.flags[head]),
+                     refcount=int(mem.refcount[head]), slots=slots,
+                     maybe_shared=bool(mem.maybe_shared[head]) if large else False,
+                     large_mapcount=int(mem.large_mapcount[head]) if large else 0,
+                     config_columns=cols, mappers=folio_mappers(k, [head])[0],
+                     page_mappers=int(true_page_mapcounts(k)[pfn]),
+                     kpagecount=int(kpagecount(k, [pfn])[0]), mapcount_terms=mterms,
+                     exclusive_terms=eterms,
+                     history=k.slot_history.events(head) if large else [], **facts)

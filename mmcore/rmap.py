@@ -30,6 +30,25 @@ class Rmap:
         self.config = config
         self.policy = policy
         self.events = events if events is not None else Counter()
+        self.history = None       # a history.SlotHistory, when the kernel keeps one
+
+    def _record(self, op, mm_id, heads, before_ids, before_shared, untracked=None):
+        """Logs the folios of `heads` whose slots or shared bit changed
+        (or whose MM got no slot) to the slot history."""
+        if self.history is None:
+            return
+        m = self.mem
+        ids = m.mm_id[heads]
+        shared = m.maybe_shared[heads]
+        if untracked is None:
+            untracked = np.zeros(len(heads), dtype=bool)
+        if op == 'new':
+            changed = np.ones(len(heads), dtype=bool)
+        else:
+            changed = (ids != before_ids).any(axis=1) | (shared != before_shared) | untracked
+        h = heads[changed]
+        self.history.record(op, mm_id, h, ids[changed], m.mm_id_mapcount[h], shared[changed],
+                            untracked[changed])
 
     # --- MM owner tracking (config independent) -------------------------------
     def _slots_set(self, mm_id, heads, n):
@@ -41,12 +60,14 @@ class Rmap:
         m.mm_id[heads, 1] = 0
         m.mm_id_mapcount[heads, 1] = 0
         m.maybe_shared[heads] = False
+        self._record('new', mm_id, heads, None, None)
 
     def _slots_add(self, mm_id, heads, n):
         """folio_add_large_mapcount(): semantics.md 4.2."""
         m = self.mem
         m.large_mapcount[heads] += n
         ids = m.mm_id[heads]
+        shared0 = m.maybe_shared[heads]
         cnt = m.mm_id_mapcount[heads]
         limit = self.config.mm_id_mapcount_max
         in0 = ids[:, 0] == mm_id
@@ -69,6 +90,7 @@ class Rmap:
         m.mm_id[h, 1] = mm_id
         m.mm_id_mapcount[h, 1] = n[take1]
         m.maybe_shared[h] = True
+        self._record('add', mm_id, heads, ids, shared0, rest & ~take0 & ~take1)
 
     def _slots_sub(self, mm_id, heads, n):
         """folio_sub_large_mapcount(): semantics.md 4.3.  The shared bit is
@@ -76,6 +98,7 @@ class Rmap:
         m = self.mem
         m.large_mapcount[heads] -= n
         ids = m.mm_id[heads]
+        shared0 = m.maybe_shared[heads]
         in0 = ids[:, 0] == mm_id
         in1 = ~in0 & (ids[:, 1] == mm_id)
         check = ~in0 & ~in1
@@ -90,6 +113,7 @@ class Rmap:
         lm = m.large_mapcount[h]
         owned = (m.mm_id_mapcount[h, 0] == lm) | (m.mm_id_mapcount[h, 1] == lm)
         m.maybe_shared[h[owned]] = False
+        self._record('sub', mm_id, heads, ids, shared0)
 
     # --- mappings ------------------------------------------------------------------
     def add_new_anon(self, mm_id, heads, pmd):

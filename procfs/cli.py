@@ -161,6 +161,74 @@ def cmd_do(args):
     return _live_request(mp, {'cmd': 'do', 'step': step})
 
 
+def _parse_addr(text):
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise CliError('address %r is not a number (0x7f... or decimal)' % text) from None
+
+
+def _target(arg):
+    """('live', MOUNTPOINT) for a directory, ('scenario', FILE) for a file."""
+    path = Path(arg) if arg else DEFAULT_MOUNTPOINT
+    if path.is_dir():
+        return 'live', path
+    return 'scenario', Path(_scenario_path(str(path)))
+
+
+def _static_kernels(args, scenario):
+    sc, kernels = _build_module().replay_all(str(scenario), _config_paths(args), args.stop_at,
+                                             with_init=not args.no_init)
+    from procfs.live import describe
+    return sc, kernels, {st.index: describe(st) for st in sc.steps}
+
+
+def cmd_explain(args):
+    pid = args.pid
+    addr = _parse_addr(args.addr)
+    kind, where = _target(args.target)
+    if kind == 'live':
+        if args.stop_at or args.config:
+            raise CliError('--stop-at and --config apply to a scenario, not to the live mount %s'
+                           % where)
+        return _live_request(where, {'cmd': 'explain', 'pid': pid, 'addr': addr})
+    from procfs.live import explain_lines
+    _, kernels, names = _static_kernels(args, where)
+    print('\n'.join(explain_lines(kernels, pid, addr, names)))
+    return 0
+
+
+def cmd_map(args):
+    fmt, out = 'text', None
+    if args.svg and args.html:
+        raise CliError('map writes one of --svg FILE and --html FILE')
+    if args.svg or args.html:
+        fmt, out = ('svg', args.svg) if args.svg else ('html', args.html)
+    color = fmt == 'text' and (args.color == 'always' or (args.color == 'auto' and
+                                                          sys.stdout.isatty()))
+    kind, where = _target(args.target)
+    if kind == 'live':
+        if args.stop_at or args.config:
+            raise CliError('--stop-at and --config apply to a scenario, not to the live mount %s'
+                           % where)
+        from procfs import control
+        reply = control.request(Path(where).absolute(), {'cmd': 'map', 'pid': args.pid,
+                                                         'format': fmt, 'color': color})
+        if not reply.get('ok'):
+            raise CliError(reply.get('error') or 'the live mount refused the request')
+        text = '\n'.join(reply['lines']) + '\n'
+    else:
+        from procfs.mapview import render
+        _, kernels, _ = _static_kernels(args, where)
+        text = render(kernels, args.pid, fmt, color)
+    if out:
+        Path(out).write_text(text)
+        print('wrote %s' % out)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_status(args):
     return _live_request(args.mountpoint, {'cmd': 'status'})
 
@@ -263,6 +331,27 @@ def make_parser():
     p.add_argument('args', nargs='+', metavar='[MOUNTPOINT] STEP',
                    help="e.g. 'fork: {pid: 100, child: 105}'")
     p.set_defaults(func=cmd_do)
+
+    p = sub.add_parser('explain', help='why each interface says what it says about one page')
+    p.add_argument('target', metavar='SCENARIO|MOUNTPOINT',
+                   help='a scenario file, or the mount point of a live mount')
+    p.add_argument('pid', type=int, metavar='PID')
+    p.add_argument('addr', metavar='ADDR', help='virtual address (0x... or decimal)')
+    _add_build_options(p)
+    _add_tree_options(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser('map', help='a picture of who maps what, per process and config')
+    p.add_argument('target', metavar='SCENARIO|MOUNTPOINT',
+                   help='a scenario file, or the mount point of a live mount')
+    p.add_argument('pid', type=int, nargs='?', metavar='PID', help='default: every process')
+    p.add_argument('--svg', metavar='FILE', help='write a self-contained SVG picture')
+    p.add_argument('--html', metavar='FILE', help='write a self-contained HTML page')
+    p.add_argument('--color', choices=('auto', 'always', 'never'), default='auto',
+                   help='colours in the text map (default: when stdout is a terminal)')
+    _add_build_options(p)
+    _add_tree_options(p)
+    p.set_defaults(func=cmd_map)
 
     p = sub.add_parser('status', help='where a live mount is in its scenario')
     p.add_argument('mountpoint', nargs='?', metavar='MOUNTPOINT')

@@ -25,6 +25,16 @@ class LiveError(Exception):
     """A request the live machine cannot carry out; one line."""
 
 
+def explain_lines(kernels, pid, addr, step_names):
+    """procfs.explain.explain(), with an unknown pid as a LiveError."""
+    from .explain import explain
+    try:
+        return explain(kernels, pid, addr, step_names)
+    except KeyError:
+        raise LiveError('no process %d (pids: %s)' % (pid, ', '.join(
+            str(p) for p in sorted(kernels[0][1].processes)))) from None
+
+
 def describe(st):
     """`step 7 (line 30): fork pid=100 child=101 comm=worker`."""
     args = []
@@ -124,6 +134,20 @@ class LiveMachine:
                 'labels ahead: %s' % (', '.join(self._labels_ahead()) or 'none'),
                 'pids: %s' % ', '.join('%d (%s)' % (p, k0.processes[p].comm) for p in pids)]
 
+    def step_names(self):
+        return {st.index: describe(st) for st, _ in self.history}
+
+    def explain(self, pid, addr):
+        if not isinstance(pid, int) or not isinstance(addr, int):
+            raise LiveError('explain needs an integer pid and address')
+        with self._lock:
+            return explain_lines(self.kernels, pid, addr, self.step_names())
+
+    def map(self, pid, fmt, color=False):
+        from .mapview import render
+        with self._lock:
+            return render(self.kernels, pid, fmt, color).splitlines()
+
     # --- internals ----------------------------------------------------------------------
     def _peek(self):
         try:
@@ -204,6 +228,11 @@ class LiveMachine:
                 lines, err = self.do(req['step'])
             elif cmd == 'status':
                 lines, err = self.status(), None
+            elif cmd == 'explain':
+                lines, err = self.explain(req.get('pid'), req.get('addr')), None
+            elif cmd == 'map':
+                lines, err = self.map(req.get('pid'), req.get('format', 'text'),
+                                      bool(req.get('color'))), None
             else:
                 raise LiveError('unknown request %r' % (cmd,))
         except LiveError as e:
