@@ -119,3 +119,20 @@ def test_debugfs_files_are_root_only_and_follow_the_steps(live):
         after = f.read()
     assert before.splitlines()[0].split() == after.splitlines()[0].split()
     assert ',101:' in before and ',101:' not in after
+
+
+def test_explain_and_map_through_the_mount(live, tmp_path):
+    with open(os.path.join(live.proc('no_page_mapcount'), '102', 'maps')) as f:
+        heap = next(l for l in f if l.rstrip().endswith('[anon:heap]'))
+    start = int(heap.split('-')[0], 16)
+    r = mmemu('explain', live.mountpoint, 102, hex(start))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith('no_page_mapcount: pid 102, %#x: page 0 of heap' % start)
+    assert 'step 7 (fork pid=100 child=102 comm=worker2): pid 102 (mm 4) mapped it untracked' \
+        in r.stdout
+    out = tmp_path / 'map.html'
+    r = mmemu('map', live.mountpoint, 102, '--html', out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().startswith('<!DOCTYPE html>') and 'class="folio' in out.read_text()
+    r = mmemu('explain', live.mountpoint, 102, hex(start), '--stop-at', 'forked')
+    assert r.returncode == 1 and 'apply to a scenario, not to the live mount' in r.stderr
