@@ -18,6 +18,10 @@ MAPCOUNT_FORMULAS = {
                      '%d/2) >> %d, + entire %d, at least 1 when mapped = %d'
                      % (t['large_mapcount'], t['entire_mapcount'], 1 << t['order'], t['order'],
                         t['entire_mapcount'], v),
+    'folio_total_mapped_pages_average':
+        lambda t, v: 'folio_average_page_mapcount() of the RFC = (total_mapped_pages %d + '
+                     '%d/2) >> %d, at least 1 when mapped = %d'
+                     % (t['total_mapped_pages'], 1 << t['order'], t['order'], v),
     'page_mapcount':
         lambda t, v: 'a small folio: page->_mapcount + 1 = %d' % t['page_mapcount'],
 }
