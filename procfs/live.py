@@ -144,9 +144,14 @@ class LiveMachine:
             return explain_lines(self.kernels, pid, addr, self.step_names())
 
     def map(self, pid, fmt, color=False):
-        from .mapview import render
+        from .mapview import NoSuchProcess, render
+        if pid is not None and not isinstance(pid, int) or fmt not in ('text', 'svg', 'html'):
+            raise LiveError('map needs an integer pid or none, and a format text, svg or html')
         with self._lock:
-            return render(self.kernels, pid, fmt, color).splitlines()
+            try:
+                return render(self.kernels, pid, fmt, color).splitlines()
+            except NoSuchProcess as e:
+                raise LiveError(str(e)) from None
 
     # --- internals ----------------------------------------------------------------------
     def _peek(self):

@@ -36,6 +36,10 @@ FILL = {c[0]: c[3] for c in CLASSES}
 SMALL_RUN = 8                 # text: consecutive small folios of a class shown, then ×N
 
 
+class NoSuchProcess(Exception):
+    """The map of a pid the machine does not run."""
+
+
 @dataclass
 class Block:
     """A run of pages of one VMA in one folio (or a hole)."""
@@ -97,7 +101,8 @@ def layout(kernels, pid=None):
         pids = sorted(k.processes) if pid is None else [pid]
         for p in pids:
             if p not in k.processes:
-                raise KeyError(p)
+                raise NoSuchProcess('no process %d (pids: %s)'
+                                    % (p, ', '.join(str(q) for q in sorted(k.processes))))
             proc = k.processes[p]
             comm, vmas = out.setdefault(p, (proc.comm, {}))
             for v in proc.mm.vmas:

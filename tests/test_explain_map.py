@@ -94,7 +94,7 @@ def test_map_colours_the_false_shared_folios(survivor):
     assert '\x1b[' not in text and '\x1b[1;31m[FFFFF]' in render(kernels, 102, color=True)
 
 
-def test_svg_and_html_are_self_contained(survivor, tmp_path):
+def test_svg_and_html_are_self_contained(survivor, tmp_path, capsys):
     _, kernels = survivor
     svg = render(kernels, None, 'svg')
     assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
@@ -105,8 +105,10 @@ def test_svg_and_html_are_self_contained(survivor, tmp_path):
     assert html.startswith('<!DOCTYPE html>') and '<script' not in html
     assert 'http://' not in html.replace('http://www.w3.org/2000/svg', '')
     out = tmp_path / 'm.svg'
-    assert main(['map', SHOWCASE, '--svg', str(out)]) == 0
+    assert main(['map', SHOWCASE, '--svg', str(out), '--config'] + CONFIGS[::-1]) == 0
     assert out.read_text() == render(replay_all(SHOWCASE, [str(KERNELS_DIR / 'no_page_mapcount.yaml'),
                                                            str(KERNELS_DIR / 'page_mapcount.yaml')])[1],
                                      None, 'svg')
     assert main(['map', SHOWCASE, '--svg', 'a', '--html', 'b']) == 1
+    assert main(['map', SHOWCASE, '4242']) == 1
+    assert capsys.readouterr().err.strip().endswith('mmemu: error: no process 4242 (pids: 1, 100, 102)')
