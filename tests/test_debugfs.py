@@ -158,3 +158,15 @@ def test_mthp_stats_are_the_files_of_the_real_kernel(forked):
     assert text(root, THP + '/hugepages-64kB/stats/anon_fault_alloc') == '16\n'
     assert text(root, THP + '/hugepages-64kB/stats/nr_anon') == '16\n'
     assert text(root, THP + '/hugepages-2048kB/stats/nr_anon') == '0\n'
+
+
+def test_the_rfc_kernel_shows_its_total_mapped_pages():
+    """RFC 13/13: _entire_mapcount is gone, _total_mapped_pages adds the
+    pages each mapping covers: 16 PTEs in each of 3 MMs make 48."""
+    cfg = str(KERNELS_DIR / 'total_mapped_pages.yaml')
+    _, kernels = replay_all(SHOWCASE, [cfg], 'forked')
+    header, rows = table(tree_of(kernels).lookup('total_mapped_pages'),
+                         'sys/kernel/debug/mmemu/folios')
+    assert header[7:10] == ['large_mapcount', 'total_mapped_pages', 'mm0_id']
+    heap = [r for r in rows if r['order'] == '4']
+    assert len(heap) == 16 and {r['total_mapped_pages'] for r in heap} == {'48'}
