@@ -1,6 +1,7 @@
 """``mmemu``: replay a scenario and serve what /proc would show.
 
-Subcommands: mount, umount, export, diff, check, tools, cost. The tree comes from
+Subcommands: mount, umount, export, diff, check, tools, cost; for live
+mounts (procfs.live) step, do, status; explain and map. The tree comes from
 ``procfs.build.build_tree()``; errors print one line and exit 1 (set
 MMEMU_DEBUG=1 to see the traceback of an unexpected error).
 """
