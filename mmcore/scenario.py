@@ -1120,3 +1120,63 @@ def load_scenario(path):
     except UnicodeDecodeError as e:
         raise _error(path, raw.count(b'\n', 0, e.start) + 1, 'not UTF-8 text') from None
     return parse_scenario_text(text, str(path))
+
+
+class LiveSteps:
+    """Validates the steps of a live replay one at a time: the scenario's
+    own steps (re-read from its YAML, so they are checked against the state
+    that extra steps may have changed) and extra steps given as text
+    (`mmemu do`), each exactly as a step of the file would be checked at
+    that point.  `parse_*` leaves the bookkeeping unchanged; `commit()`
+    records a step the kernels performed."""
+
+    def __init__(self, scenario, text):
+        self.scenario = scenario
+        p = _Parser(scenario.path)
+        doc = p.load_yaml(text)
+        self.items = doc['steps']
+        self.parser = p
+        p.files = scenario.files
+        p.book = _Book(scenario.processes)
+        p.thp = scenario.thp
+        p.labels = {}
+        self.extra = 0
+
+    def _parse(self, path, index, item, line):
+        p = self.parser
+        saved = p.path, p.thp, dict(p.labels)
+        p.path = path
+        try:
+            return p.parse_step(index, item, line)
+        finally:
+            p.path, p.thp, p.labels = saved
+
+    def file_step(self, i):
+        """Step i (0-based) of the scenario file."""
+        return self._parse(self.scenario.path, i + 1, self.items[i], self.items.item_lines[i])
+
+    def extra_step(self, text, path='<do>'):
+        """One step written in the scenario format (`fork: {pid: 100,
+        child: 105}`, or the same as a one-item list); numbered after the
+        file's steps."""
+        item = _Parser(path).load_yaml(text)
+        if isinstance(item, list) and len(item) == 1:
+            item = item[0]
+        if item is None:
+            raise _error(path, 1, 'empty step')
+        index = len(self.items) + self.extra + 1
+        st = self._parse(path, index, item, getattr(item, 'line', 1))
+        if isinstance(st, Snapshot) and st.label in self.scenario.labels:
+            raise _error(path, 1, 'step %d (snapshot): label %r is a snapshot of the scenario'
+                         % (index, st.label))
+        return st
+
+    def commit(self, st):
+        p = self.parser
+        if isinstance(st, Thp):
+            p.thp = st.settings
+        elif isinstance(st, Snapshot):
+            p.labels[st.label] = st.index
+        p.book.apply(st)
+        if st.index > len(self.items):
+            self.extra += 1

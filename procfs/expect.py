@@ -345,7 +345,7 @@ def _actual(rp, st, name, cache):
     if pfn < 0:
         raise LookupError('page at offset %d of %r in pid %d is not present %s'
                           % (t['offset'], t['vma'], t['pid'], when))
-    state = cache.setdefault('folio', query.folio_state(rp.k, pfn))
+    state = cache.setdefault('folio', query.folio_state_at(rp.k, pfn))
     if state is None:
         raise LookupError('frame %d (the folio %s) is free now' % (pfn, when))
     if name == 'kpagecount':
