@@ -154,6 +154,22 @@ def cmd_tools(args):
     return 0
 
 
+def cmd_capture(args):
+    from procfs.capture import CaptureError, main_capture
+    pids, out = list(args.pid or []), args.out
+    if out is None and pids:
+        out = pids.pop()          # `--pid 1 2 OUT`: the last word is the output
+    if out is None:
+        raise CliError('capture: say where to write the capture (OUT)')
+    bad = [p for p in pids if not p.isdigit()]
+    if bad:
+        raise CliError('capture: --pid %s is not a process id' % bad[0])
+    try:
+        return main_capture([int(p) for p in pids], args.all, args.cgroup, out)
+    except CaptureError as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_check(args):
     from mmcore.scenario import load_scenario
     sc = load_scenario(_scenario_path(args.scenario))
@@ -214,6 +230,18 @@ def make_parser():
     p = sub.add_parser('check', help='validate a scenario file')
     p.add_argument('scenario', metavar='SCENARIO')
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser('capture', help='record this machine\'s processes (as root) into a '
+                       'capture file that every command takes in place of a scenario')
+    who = p.add_mutually_exclusive_group()
+    who.add_argument('--pid', action='extend', nargs='+', metavar='PID',
+                     help='these processes')
+    who.add_argument('--all', action='store_true', help='every process with an address space')
+    p.add_argument('--cgroup', metavar='PATH',
+                   help='the processes of this memory cgroup (and its children); its memory.stat '
+                        'is recorded too')
+    p.add_argument('out', nargs='?', metavar='OUT', help='the capture file to write (.npz)')
+    p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser('tools', help='what monitoring tools would report for a scenario')
     p.add_argument('scenario', metavar='SCENARIO')

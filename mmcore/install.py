@@ -1,0 +1,111 @@
+"""Building kernel state directly, without replaying a history: the few
+primitives an importer (mmcore.imported) needs.  They keep every
+invariant the fault and fork paths keep: page-table entries, rmap
+accounting (mapcounts, MM-ID slots through mm/rmap.c's primitives), folio
+references and the per-mm RSS counters.
+
+- ``alloc_folios(k, order, count)``: allocate folios of one order;
+- ``set_folios(k, heads, ...)``: their flags, memcg and page-cache place;
+- ``map_ptes(k, proc, vma, idx, pfns, bits)``: PTEs of pages of folios;
+- ``map_pmds(k, proc, vma, idx, heads, bits)``: PMD leaves of whole
+  PMD-order folios;
+- ``map_zero(k, proc, vma, idx, pmd)``: the shared zero page per PTE, or
+  the huge zero page per PMD (no rmap, no RSS: vm_normal_page() is NULL).
+"""
+import numpy as np
+
+from .memory import HPAGE_PMD_NR, PAGE_SHIFT, FL_ANON, FL_PAGECACHE, FL_SWAPBACKED
+from .mm import PTE_PMD, PTE_PRESENT
+
+
+def alloc_folios(k, order, count):
+    """Heads of `count` new folios of `order` (ascending PFNs)."""
+    return k.mem.alloc(order, count)
+
+
+def set_folios(k, heads, flags, memcg, mapping=None, index=None):
+    """Folio flags (FL_*), memcg index and, for page-cache folios, the
+    object id and file index of the head.  A page-cache folio holds one
+    reference per page for the cache (filemap_add_folio)."""
+    mem = k.mem
+    heads = np.asarray(heads, dtype=np.int64)
+    mem.flags[heads] = flags
+    mem.memcg[heads] = memcg
+    if mapping is not None:
+        mem.mapping[heads] = mapping
+        mem.index[heads] = index
+    cache = (np.asarray(flags) & FL_PAGECACHE) != 0
+    cache = np.broadcast_to(cache, heads.shape)
+    mem.refcount[heads[cache]] += mem.folio_nr_pages(heads[cache])
+
+
+def _rss_kind(mem, heads):
+    f = mem.flags[heads]
+    return np.where(f & FL_ANON, 0, np.where(f & FL_SWAPBACKED, 2, 1))
+
+
+def _account(k, proc, heads, pages):
+    """Folio references (one per mapping) and MM_{ANON,FILE,SHMEM}PAGES."""
+    mem = k.mem
+    uniq, inv = np.unique(heads, return_inverse=True)
+    refs = np.bincount(inv)
+    mem.folio_get(uniq, refs)
+    kinds = _rss_kind(mem, heads)
+    for code, name in ((0, 'anon'), (1, 'file'), (2, 'shmem')):
+        n = int(pages[kinds == code].sum())
+        if n:
+            proc.mm.add_rss(name, n)
+
+
+def _note_pte_tables(proc, vma, idx):
+    if len(idx):
+        blocks = np.unique((vma.start + (np.asarray(idx, dtype=np.int64) << PAGE_SHIFT)) >> 21)
+        proc.mm.pte_tables.update(int(b) for b in blocks)
+
+
+def map_ptes(k, proc, vma, idx, pfns, bits):
+    """PTEs at page indices `idx` of `vma` mapping `pfns` (pages of
+    allocated folios, each page once in this call) with entry bits `bits`:
+    folio_add_{anon,file}_rmap_ptes() for the MM."""
+    idx = np.asarray(idx, dtype=np.int64)
+    pfns = np.asarray(pfns, dtype=np.int64)
+    if len(idx) == 0:
+        return
+    vma.pfn[idx] = pfns
+    vma.bits[idx] = np.asarray(bits, dtype=np.uint8) | PTE_PRESENT
+    k.rmap.add_ptes(proc.mm.mm_id, pfns)
+    _account(k, proc, k.mem.head[pfns], np.ones(len(pfns), dtype=np.int64))
+    _note_pte_tables(proc, vma, idx)
+
+
+def map_pmds(k, proc, vma, idx, heads, bits):
+    """PMD leaves at page indices `idx` (each the first page of a PMD-aligned
+    block of the VMA) mapping the PMD-order folios `heads`:
+    folio_add_{anon,file}_rmap_pmd()."""
+    idx = np.asarray(idx, dtype=np.int64)
+    heads = np.asarray(heads, dtype=np.int64)
+    if len(idx) == 0:
+        return
+    span = (idx[:, None] + np.arange(HPAGE_PMD_NR)).ravel()
+    vma.pfn[span] = (heads[:, None] + np.arange(HPAGE_PMD_NR)).ravel()
+    vma.bits[span] = np.repeat(np.asarray(bits, dtype=np.uint8) | PTE_PRESENT | PTE_PMD,
+                               HPAGE_PMD_NR) if np.ndim(bits) else bits | PTE_PRESENT | PTE_PMD
+    k.rmap.add_pmd(proc.mm.mm_id, heads)
+    _account(k, proc, heads, np.full(len(heads), HPAGE_PMD_NR, dtype=np.int64))
+
+
+def map_zero(k, proc, vma, idx, pmd, bits=0):
+    """The shared zero page at PTE indices `idx`, or (pmd) the huge zero
+    page at PMD leaves starting at `idx`."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if len(idx) == 0:
+        return
+    if pmd:
+        hz = k.mem.get_huge_zero_pfn()
+        span = (idx[:, None] + np.arange(HPAGE_PMD_NR)).ravel()
+        vma.pfn[span] = np.tile(hz + np.arange(HPAGE_PMD_NR), len(idx))
+        vma.bits[span] = bits | PTE_PRESENT | PTE_PMD
+    else:
+        vma.pfn[idx] = k.mem.zero_pfn
+        vma.bits[idx] = bits | PTE_PRESENT
+        _note_pte_tables(proc, vma, idx)
