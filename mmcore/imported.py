@@ -121,14 +121,31 @@ def _shmem_anon_name(name):
 
 
 class _Entries:
-    """Every present page of the capture, one element each."""
+    """Every present entry of the capture: one element per PTE, and one per
+    PMD leaf (`span` 512), so that the work grows with the entries the
+    kernel has, not with the pages a PMD maps.  A PAGE_IS_HUGE run that
+    does not consist of whole aligned leaves is taken page by page."""
 
     def __init__(self, cap):
         a = cap.a
-        self.vma = np.repeat(a['run_vma'], a['run_len'])
-        self.vpn = _expand(a['run_vpn'], a['run_len'])
-        self.rpfn = _expand(a['run_pfn'], a['run_len'])
-        self.bits = np.repeat(a['run_bits'], a['run_len'])
+        vpn0, pfn0, ln, bits, vma = (a['run_vpn'].astype(np.int64), a['run_pfn'].astype(np.int64),
+                                     a['run_len'].astype(np.int64), a['run_bits'], a['run_vma'])
+        leafy = ((bits & PB_PMD) != 0) & (vpn0 % HPAGE_PMD_NR == 0) & (ln % HPAGE_PMD_NR == 0)
+        pte = ~leafy
+        nleaf = ln[leafy] // HPAGE_PMD_NR
+        parts = [
+            (np.repeat(vma[pte], ln[pte]), _expand(vpn0[pte], ln[pte]), _expand(pfn0[pte], ln[pte]),
+             np.repeat(bits[pte] & ~np.uint8(PB_PMD), ln[pte]), np.ones(int(ln[pte].sum()), np.int64)),
+            (np.repeat(vma[leafy], nleaf), _expand(vpn0[leafy] // HPAGE_PMD_NR, nleaf) * HPAGE_PMD_NR,
+             _expand(pfn0[leafy] // HPAGE_PMD_NR, nleaf) * HPAGE_PMD_NR +
+             np.repeat(pfn0[leafy] % HPAGE_PMD_NR, nleaf),
+             np.repeat(bits[leafy], nleaf), np.full(int(nleaf.sum()), HPAGE_PMD_NR, np.int64)),
+        ]
+        self.vma, self.vpn, self.rpfn, self.bits, self.span = \
+            (np.concatenate(c) for c in zip(*parts))
+        order = np.lexsort((self.vpn, self.vma))
+        for name in ('vma', 'vpn', 'rpfn', 'bits', 'span'):
+            setattr(self, name, getattr(self, name)[order])
 
 
 def build_kernel(config, cap, with_init=True):
@@ -149,7 +166,7 @@ def build_kernel(config, cap, with_init=True):
     fi = np.searchsorted(fhead, e.rpfn, side='right') - 1
     inside = (fi >= 0)
     fi_c = np.maximum(fi, 0)
-    inside &= (e.rpfn < fhead[fi_c] + fnr[fi_c]) if len(fhead) else False
+    inside &= (e.rpfn + e.span <= fhead[fi_c] + fnr[fi_c]) if len(fhead) else False
     inside &= forder[fi_c] >= 0 if len(fhead) else False
     vflags = a['vma_flags']
     special_vma = (vflags[e.vma] & np.uint64(VM_PFNMAP | VM_IO)) != 0
@@ -157,8 +174,11 @@ def build_kernel(config, cap, with_init=True):
     zero = inside & ((fk & np.uint64(1 << KPF_ZERO_PAGE)) != 0)
     normal = inside & ~zero & ((fk & np.uint64(NOT_NORMAL)) == 0) & ~special_vma
     info = CaptureInfo(cap.path, meta)
-    info.not_normal = int(np.count_nonzero(inside & ~zero & ~normal))
-    info.dropped = int(np.count_nonzero(~inside))
+    leaf = e.span == HPAGE_PMD_NR
+    bad_leaf = normal & leaf & ((forder[fi_c] != HPAGE_PMD_ORDER) | (e.rpfn != fhead[fi_c]))
+    normal &= ~bad_leaf
+    info.not_normal = int(e.span[inside & ~zero & ~normal & ~bad_leaf].sum())
+    info.dropped = int(e.span[~inside | bad_leaf].sum())
     keep = normal | zero
     huge_zero = zero & (forder[fi_c] == HPAGE_PMD_ORDER)
     used = np.zeros(len(fhead), dtype=bool)
@@ -219,15 +239,17 @@ def build_kernel(config, cap, with_init=True):
     anon = (flags & FL_ANON) != 0
     ino = a['page_cgroup'][fpage0[ui]] if len(ui) else np.zeros(0, np.uint64)
     cg_index = {p: i for i, p in enumerate(cgroups)}
-    memcg = np.array([cg_index.get(memcg_of_ino.get(int(x), '/'), 0) for x in ino], dtype=np.int32) \
-        if len(ui) else np.zeros(0, np.int32)
+    uino, inv = np.unique(ino, return_inverse=True)
+    memcg = np.array([cg_index.get(memcg_of_ino.get(int(x), '/'), 0) for x in uino],
+                     dtype=np.int32)[inv] if len(ui) else np.zeros(0, np.int32)
     mapping = np.full(len(ui), -1, dtype=np.int32)
     index = np.zeros(len(ui), dtype=np.int64)
     # a non-anon folio mapped through a VMA of a file is in that file's page cache
     pos_of = np.full(len(fhead), -1, dtype=np.int64)
     pos_of[ui] = np.arange(len(ui))
     nidx = np.flatnonzero(normal)
-    file_e = nidx[[vma_obj[v] is not None for v in e.vma[nidx]]] if len(nidx) else nidx
+    has_obj = np.array([o is not None for o in vma_obj], dtype=bool)
+    file_e = nidx[has_obj[e.vma[nidx]]] if len(nidx) else nidx
     if len(file_e):
         fpos = pos_of[fi[file_e]]
         nonanon = ~anon[fpos]
@@ -263,6 +285,8 @@ def build_kernel(config, cap, with_init=True):
     order_v = np.argsort(e.vma, kind='stable')
     bounds = np.searchsorted(e.vma[order_v], np.arange(len(vma_start) + 1))
     procs_meta = meta['processes']
+    k.capture_vmas = {}
+    vma_made = np.full(len(vma_start), -1, dtype=np.int64)
     vmas_of = {}
     for vi in range(len(vma_start)):
         vmas_of.setdefault(int(a['vma_proc'][vi]), []).append(vi)
@@ -272,19 +296,26 @@ def build_kernel(config, cap, with_init=True):
                        pm.get('cgroup', '/') or '/', MM(k.mm_ids.alloc(), 64),
                        BOOT_TICKS - HZ, uid=pm.get('uid', 0))
         k.processes[proc.pid] = proc
+        ptes = []
         for vi in vmas_of.get(pi, []):
             if vma_start[vi] >= GATE_START:
                 continue
             vma = _make_vma(a, names, vi, vma_obj[vi])
             proc.mm.vmas.append(vma)
+            k.capture_vmas[vi] = vma
+            vma_made[vi] = vi
             sel = order_v[bounds[vi]:bounds[vi + 1]]
             sel = sel[keep[sel]]
-            _map_vma(k, proc, vma, e, sel, epfn, zero, huge_zero, fi, forder)
+            _map_vma(k, proc, vma, e, sel, epfn, zero, fi, forder, ptes)
+        install.map_ptes_many(k, proc, ptes)
         proc.mm.vmas.sort(key=lambda v: v.start)
         proc.mm.update_hiwater_vm()
 
     # stand-in mappers for mappings outside the capture
-    counted = np.bincount(page_pos[normal], minlength=len(kpc_real)) if len(kpc_real) else np.zeros(0, np.int64)
+    counted = np.zeros(len(kpc_real) + HPAGE_PMD_NR, dtype=np.int64)
+    np.add.at(counted, page_pos[normal], 1)
+    np.add.at(counted, page_pos[normal] + e.span[normal], -1)
+    counted = np.cumsum(counted)[:len(kpc_real)]
     page_used = np.repeat(used, fnr)
     excess = np.where(page_used, kpc_real - counted, 0)
     info.kpagecount_below = int(np.count_nonzero(excess < 0))
@@ -303,7 +334,8 @@ def build_kernel(config, cap, with_init=True):
         install.map_ptes(k, st, vma, np.arange(len(pf)), pf, 0)
         info.standins.append(st)
 
-    _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, order_v, bounds)
+    _fit_dirty_young(k, cap, info, e, normal & (vma_made[e.vma] >= 0), epfn, page_pos, kpc_real,
+                     vma_made[e.vma])
     info.mmid_classes = _mmid_classes(k, a['vma_proc'], e, normal, epfn, fi, fnr, emu_head, ui, excess, fpage0)
     if with_init and 1 not in k.processes:
         k._start_init()
@@ -326,148 +358,117 @@ def _make_vma(a, names, vi, obj):
     return vma
 
 
-def _map_vma(k, proc, vma, e, sel, epfn, zero, huge_zero, fi, forder):
-    """Installs one VMA's entries: PMD leaves of whole PMD-order folios,
-    PTEs of the rest, the zero pages."""
+def _map_vma(k, proc, vma, e, sel, epfn, zero, fi, forder, ptes):
+    """Installs one VMA's entries: PMD leaves (whole PMD-order folios), the
+    zero page and the huge zero page; its PTEs of folios go to `ptes`, for
+    one rmap batch per MM."""
     if len(sel) == 0:
         return
     mem = k.mem
     idx = e.vpn[sel] - (vma.start >> PAGE_SHIFT)
     bits = np.where((e.bits[sel] & PB_SOFT_DIRTY) != 0, PTE_SOFT_DIRTY, 0).astype(np.uint8)
-    is_pmd = (e.bits[sel] & PB_PMD) != 0
+    leaf = e.span[sel] == HPAGE_PMD_NR
     z = zero[sel]
-    hz = huge_zero[sel]
-    # huge zero page: PMD leaves where PAGEMAP_SCAN said so, else PTEs of it
-    hz_pmd = z & hz & is_pmd & ((e.vpn[sel] % HPAGE_PMD_NR) == 0)
-    install.map_zero(k, proc, vma, idx[hz_pmd], pmd=True)
-    hz_leaf = np.zeros(len(sel), dtype=bool)
-    for i0 in np.flatnonzero(hz_pmd):
-        hz_leaf[i0:i0 + HPAGE_PMD_NR] = True
-    install.map_zero(k, proc, vma, idx[z & ~hz_leaf], pmd=False)
-    n = ~z
-    # PMD leaves: 512 consecutive entries from an aligned vpn over a whole PMD-order folio
-    cand = np.flatnonzero(n & is_pmd & ((e.vpn[sel] % HPAGE_PMD_NR) == 0) &
-                          (forder[fi[sel]] == HPAGE_PMD_ORDER))
-    leaf = np.zeros(len(sel), dtype=bool)
-    starts = []
-    for i0 in cand:
-        i1 = i0 + HPAGE_PMD_NR
-        if i1 <= len(sel) and idx[i1 - 1] - idx[i0] == HPAGE_PMD_NR - 1 and \
-                is_pmd[i0:i1].all() and epfn[sel[i1 - 1]] - epfn[sel[i0]] == HPAGE_PMD_NR - 1 and \
-                mem.head[epfn[sel[i0]]] == epfn[sel[i0]]:
-            leaf[i0:i1] = True
-            starts.append(i0)
+    install.map_zero(k, proc, vma, idx[z & leaf], pmd=True)
+    install.map_zero(k, proc, vma, idx[z & ~leaf], pmd=False)
     writable = bool(vma.flags & VM_WRITE)
-    if starts:
-        st = np.array(starts)
-        pb = bits[st]
-        heads = epfn[sel[st]]
-        if writable:
-            excl = vma.is_shared | mem.anon_exclusive[heads]
-            pb = pb | np.where(excl, PTE_WRITE, 0).astype(np.uint8)
-        install.map_pmds(k, proc, vma, idx[st], heads, pb)
-    pte = n & ~leaf
-    if pte.any():
-        pf = epfn[sel[pte]]
-        pb = bits[pte]
+    for is_leaf in (True, False):
+        m = ~z & (leaf == is_leaf)
+        if not m.any():
+            continue
+        pf = epfn[sel[m]]
+        pb = bits[m]
         if writable:
             excl = vma.is_shared | mem.anon_exclusive[mem.head[pf]]
             pb = pb | np.where(excl, PTE_WRITE, 0).astype(np.uint8)
-        install.map_ptes(k, proc, vma, idx[pte], pf, pb)
-    if (mem.flags[mem.head[epfn[sel[n]]]] & FL_ANON).any():
+        if is_leaf:
+            install.map_pmds(k, proc, vma, idx[m], pf, pb)
+        else:
+            ptes.append((vma, idx[m], pf, pb))
+    if (mem.flags[mem.head[epfn[sel[~z]]]] & FL_ANON).any():
         vma.anon_vma = True
 
 
-def _units(vma, idx):
-    """Page indices grouped into marking units: a PMD leaf is one unit."""
-    from .mm import PTE_PMD
-    pmd = (vma.bits[idx] & PTE_PMD) != 0
-    unit = idx.copy()
-    unit[pmd] = idx[pmd] - ((vma.start >> PAGE_SHIFT) + idx[pmd]) % HPAGE_PMD_NR
-    return unit
-
-
-def _pick(units, wanted_mask_counts, budget, prefer):
-    """Greedy choice of whole units, preferred first, whose pages fit the
-    budgets: `wanted_mask_counts` = per unit (private pages, shared pages),
-    `budget` = (private, shared).  Returns the chosen units and the budget
-    left."""
-    uniq, inv = np.unique(units, return_inverse=True)
-    priv = np.bincount(inv, weights=wanted_mask_counts[0]).astype(np.int64)
-    shar = np.bincount(inv, weights=wanted_mask_counts[1]).astype(np.int64)
-    pref = np.bincount(inv, weights=prefer).astype(np.int64) > 0
-    order = np.lexsort((uniq, ~pref))
+def _pick(priv, shar, budget, prefer):
+    """Greedy choice of whole entries (a PMD leaf is one), preferred ones
+    first, then by address: `priv`/`shar` are each entry's private and
+    shared pages, `budget` the (private, shared) pages wanted.  Returns the
+    chosen mask and the budget left."""
+    order = np.argsort(~prefer, kind='stable')
     bp, bs = budget
-    chosen = np.zeros(len(uniq), dtype=bool)
+    chosen = np.zeros(len(priv), dtype=bool)
     big = (priv + shar) > 1
-    # single pages: vectorised; PMD units: one by one
     for u in order[big[order]]:
         if priv[u] <= bp and shar[u] <= bs:
             chosen[u] = True
             bp -= priv[u]
             bs -= shar[u]
     small = order[~big[order]]
-    ps = small[priv[small] == 1]
-    ss = small[shar[small] == 1]
-    chosen[ps[:max(bp, 0)]] = True
-    chosen[ss[:max(bs, 0)]] = True
-    bp -= min(len(ps), max(bp, 0))
-    bs -= min(len(ss), max(bs, 0))
-    return uniq[chosen], (bp, bs)
+    ps = small[priv[small] == 1][:max(bp, 0)]
+    ss = small[shar[small] == 1][:max(bs, 0)]
+    chosen[ps] = True
+    chosen[ss] = True
+    return chosen, (bp - len(ps), bs - len(ss))
 
 
-def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, order_v, bounds):
-    """PTE dirty and young bits fitted to each VMA's captured smaps."""
+def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, vma_of_entry):
+    """PTE dirty and young bits fitted to each VMA's captured smaps: where a
+    VMA wants every page (or none) beyond its dirty (referenced) folios,
+    that is done for all VMAs at once; the rest choose entries greedily."""
     a = cap.a
     keys = cap.meta['smaps_keys']
-    col = {name: keys.index(name) for name in ('Private_Dirty', 'Shared_Dirty', 'Referenced')
-           if name in keys}
-    if len(col) < 3:
+    if not all(n in keys for n in ('Private_Dirty', 'Shared_Dirty', 'Referenced')):
         return
+    cpd, csd, cref = (keys.index(n) for n in ('Private_Dirty', 'Shared_Dirty', 'Referenced'))
     mem = k.mem
-    for proc_vmas in [(p, p.mm.vmas) for p in k.processes.values()]:
-        proc, vmas = proc_vmas
-        by_start = {v.start: v for v in vmas}
-        for vi in np.flatnonzero(a['vma_proc'] == _proc_index(cap, proc.pid)):
-            vma = by_start.get(int(a['vma_start'][vi]))
-            if vma is None:
-                continue
-            sel = order_v[bounds[vi]:bounds[vi + 1]]
-            sel = sel[normal[sel]]
-            if len(sel) == 0:
-                continue
-            idx = e.vpn[sel] - (vma.start >> PAGE_SHIFT)
-            private = kpc_real[page_pos[sel]] <= 1
-            heads = mem.head[epfn[sel]]
-            f = mem.flags[heads]
-            anon = (f & FL_ANON) != 0
-            units = _units(vma, idx)
-            sm = a['vma_smaps'][vi]
-            for what, bit, folio_flag in (('dirty', PTE_DIRTY, FL_DIRTY),
-                                          ('young', PTE_YOUNG, FL_REFERENCED)):
-                forced = (f & folio_flag) != 0
-                if what == 'dirty':
-                    want = (int(sm[col['Private_Dirty']]) >> 2, int(sm[col['Shared_Dirty']]) >> 2)
-                    have = (int(np.count_nonzero(forced & private)),
-                            int(np.count_nonzero(forced & ~private)))
-                    budget = (want[0] - have[0], want[1] - have[1])
-                    counts = ((private & ~forced).astype(np.int64), (~private & ~forced).astype(np.int64))
-                else:
-                    want = int(sm[col['Referenced']]) >> 2
-                    budget = (want - int(np.count_nonzero(forced)), 0)
-                    counts = ((~forced).astype(np.int64), np.zeros(len(sel), np.int64))
-                if budget[0] < 0 or budget[1] < 0:
-                    info.dirty_unmatched += what == 'dirty'
-                    continue
-                free = ~forced
-                if not free.any() or budget == (0, 0):
-                    continue
-                chosen, left = _pick(units[free], (counts[0][free], counts[1][free]), budget,
-                                     anon[free].astype(np.int64))
-                if left != (0, 0) and what == 'dirty':
-                    info.dirty_unmatched += 1
-                mark = idx[np.isin(units, chosen)]
-                vma.bits[mark] |= bit
+    sel = np.flatnonzero(normal)
+    if len(sel) == 0:
+        return
+    vi = e.vma[sel]
+    span = e.span[sel]
+    priv = np.where(span == 1, (kpc_real[page_pos[sel]] <= 1).astype(np.int64), 0)
+    lf = np.flatnonzero(span > 1)
+    if len(lf):
+        pages = page_pos[sel[lf]][:, None] + np.arange(HPAGE_PMD_NR)
+        priv[lf] = (kpc_real[pages] <= 1).sum(axis=1)
+    shar = span - priv
+    f = mem.flags[mem.head[epfn[sel]]]
+    anon = (f & FL_ANON) != 0
+    nv = len(a['vma_start'])
+    sm = a['vma_smaps']
+    vmas = k.capture_vmas
+    for what, bit, folio_flag in (('dirty', PTE_DIRTY, FL_DIRTY), ('young', PTE_YOUNG, FL_REFERENCED)):
+        forced = (f & folio_flag) != 0
+        if what == 'dirty':
+            p_, s_ = priv, shar
+            want_p, want_s = sm[:, cpd] >> 2, sm[:, csd] >> 2
+        else:
+            p_, s_ = span, np.zeros(len(span), np.int64)
+            want_p, want_s = sm[:, cref] >> 2, np.zeros(nv, np.int64)
+        bp = want_p - np.bincount(vi[forced], weights=p_[forced], minlength=nv).astype(np.int64)
+        bs = want_s - np.bincount(vi[forced], weights=s_[forced], minlength=nv).astype(np.int64)
+        fp = np.bincount(vi[~forced], weights=p_[~forced], minlength=nv).astype(np.int64)
+        fs = np.bincount(vi[~forced], weights=s_[~forced], minlength=nv).astype(np.int64)
+        has = np.bincount(vi, minlength=nv) > 0
+        everything = has & (bp == fp) & (bs == fs)
+        partial = has & ~everything & ((bp != 0) | (bs != 0))
+        if what == 'dirty':
+            info.dirty_unmatched += int(np.count_nonzero(partial & ((bp < 0) | (bs < 0) |
+                                                                    (bp > fp) | (bs > fs))))
+        mark = ~forced & everything[vi]
+        for v in np.flatnonzero(partial & (bp >= 0) & (bs >= 0)):
+            lo, hi = np.searchsorted(vi, [v, v + 1])
+            idx = lo + np.flatnonzero(~forced[lo:hi])
+            chosen, left = _pick(p_[idx], s_[idx], (int(bp[v]), int(bs[v])), anon[idx])
+            mark[idx[chosen]] = True
+            if left != (0, 0) and what == 'dirty':
+                info.dirty_unmatched += 1
+        for v in np.unique(vi[mark]):
+            lo, hi = np.searchsorted(vi, [v, v + 1])
+            got = lo + np.flatnonzero(mark[lo:hi])
+            vma = vmas[v]
+            idx = e.vpn[sel[got]] - (vma.start >> PAGE_SHIFT)
+            vma.bits[_expand(idx, span[got])] |= bit
 
 
 def _proc_index(cap, pid):

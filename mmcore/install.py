@@ -65,17 +65,34 @@ def _note_pte_tables(proc, vma, idx):
 
 def map_ptes(k, proc, vma, idx, pfns, bits):
     """PTEs at page indices `idx` of `vma` mapping `pfns` (pages of
-    allocated folios, each page once in this call) with entry bits `bits`:
-    folio_add_{anon,file}_rmap_ptes() for the MM."""
-    idx = np.asarray(idx, dtype=np.int64)
-    pfns = np.asarray(pfns, dtype=np.int64)
-    if len(idx) == 0:
+    allocated folios) with entry bits `bits`: folio_add_{anon,file}_rmap_ptes()
+    for the MM."""
+    map_ptes_many(k, proc, [(vma, idx, pfns, bits)])
+
+
+def map_ptes_many(k, proc, items):
+    """map_ptes() over several VMAs of one MM at once: [(vma, idx, pfns,
+    bits)].  A page the MM maps more than once (a file mapped twice) is
+    added in a further rmap call, as each call takes every page once."""
+    items = [(v, np.asarray(i, dtype=np.int64), np.asarray(p, dtype=np.int64), b)
+             for v, i, p, b in items if len(i)]
+    if not items:
         return
-    vma.pfn[idx] = pfns
-    vma.bits[idx] = np.asarray(bits, dtype=np.uint8) | PTE_PRESENT
-    k.rmap.add_ptes(proc.mm.mm_id, pfns)
-    _account(k, proc, k.mem.head[pfns], np.ones(len(pfns), dtype=np.int64))
-    _note_pte_tables(proc, vma, idx)
+    blocks = []
+    for vma, idx, pfns, bits in items:
+        vma.pfn[idx] = pfns
+        vma.bits[idx] = np.asarray(bits, dtype=np.uint8) | PTE_PRESENT
+        blocks.append((vma.start + (idx << PAGE_SHIFT)) >> 21)
+    proc.mm.pte_tables.update(int(b) for b in np.unique(np.concatenate(blocks)))
+    allp = np.concatenate([it[2] for it in items])
+    srt = np.sort(allp)
+    first = np.ones(len(srt), dtype=bool)
+    first[1:] = srt[1:] != srt[:-1]
+    starts = np.flatnonzero(first)
+    rank = np.arange(len(srt)) - np.repeat(starts, np.diff(np.append(starts, len(srt))))
+    for r in range(int(rank.max()) + 1):
+        k.rmap.add_ptes(proc.mm.mm_id, srt[rank == r])
+    _account(k, proc, k.mem.head[allp], np.ones(len(allp), dtype=np.int64))
 
 
 def map_pmds(k, proc, vma, idx, heads, bits):

@@ -19,7 +19,7 @@ CONFIG = KernelConfig('no_page_mapcount', page_mapcount=False, bits=64)
 
 
 def _rmap():
-    mem = PhysMem(16 << 20)
+    mem = PhysMem(4 << 20)
     return mem, Rmap(mem, CONFIG, policy_for(CONFIG))
 
 
