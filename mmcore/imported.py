@@ -426,11 +426,10 @@ def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, vma_of_e
         return
     vi = e.vma[sel]
     span = e.span[sel]
-    priv = np.where(span == 1, (kpc_real[page_pos[sel]] <= 1).astype(np.int64), 0)
-    lf = np.flatnonzero(span > 1)
-    if len(lf):
-        pages = page_pos[sel[lf]][:, None] + np.arange(HPAGE_PMD_NR)
-        priv[lf] = (kpc_real[pages] <= 1).sum(axis=1)
+    # private pages of each entry: kpagecount <= 1 (PAGE_MAPCOUNT's rule), by prefix sums
+    csum = np.concatenate([[0], np.cumsum(kpc_real <= 1)])
+    pos = page_pos[sel]
+    priv = csum[pos + span] - csum[pos]
     shar = span - priv
     f = mem.flags[mem.head[epfn[sel]]]
     anon = (f & FL_ANON) != 0
@@ -468,7 +467,13 @@ def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, vma_of_e
             got = lo + np.flatnonzero(mark[lo:hi])
             vma = vmas[v]
             idx = e.vpn[sel[got]] - (vma.start >> PAGE_SHIFT)
-            vma.bits[_expand(idx, span[got])] |= bit
+            if (span[got] == 1).all():
+                vma.bits[idx] |= bit
+                continue
+            d = np.zeros(vma.nr_pages + 1, dtype=np.int8)
+            d[idx] = 1
+            d[idx + span[got]] -= 1
+            vma.bits[np.cumsum(d[:-1], dtype=np.int8) > 0] |= bit
 
 
 def _proc_index(cap, pid):

@@ -103,10 +103,11 @@ def map_pmds(k, proc, vma, idx, heads, bits):
     heads = np.asarray(heads, dtype=np.int64)
     if len(idx) == 0:
         return
-    span = (idx[:, None] + np.arange(HPAGE_PMD_NR)).ravel()
-    vma.pfn[span] = (heads[:, None] + np.arange(HPAGE_PMD_NR)).ravel()
-    vma.bits[span] = np.repeat(np.asarray(bits, dtype=np.uint8) | PTE_PRESENT | PTE_PMD,
-                               HPAGE_PMD_NR) if np.ndim(bits) else bits | PTE_PRESENT | PTE_PMD
+    leaf_bits = np.broadcast_to(np.asarray(bits, dtype=np.uint8) | PTE_PRESENT | PTE_PMD, idx.shape)
+    pages = np.arange(HPAGE_PMD_NR)
+    for i, h, b in zip(idx.tolist(), heads.tolist(), leaf_bits.tolist()):
+        vma.pfn[i:i + HPAGE_PMD_NR] = h + pages
+        vma.bits[i:i + HPAGE_PMD_NR] = b
     k.rmap.add_pmd(proc.mm.mm_id, heads)
     _account(k, proc, heads, np.full(len(heads), HPAGE_PMD_NR, dtype=np.int64))
 
