@@ -301,15 +301,13 @@ def build_kernel(config, cap, with_init=True):
             if vma_start[vi] >= GATE_START:
                 continue
             vma = _make_vma(a, names, vi, vma_obj[vi])
-            proc.mm.vmas.append(vma)
+            install.add_vma(proc, vma)
             k.capture_vmas[vi] = vma
             vma_made[vi] = vi
             sel = order_v[bounds[vi]:bounds[vi + 1]]
             sel = sel[keep[sel]]
             _map_vma(k, proc, vma, e, sel, epfn, zero, fi, forder, ptes)
         install.map_ptes_many(k, proc, ptes)
-        proc.mm.vmas.sort(key=lambda v: v.start)
-        proc.mm.update_hiwater_vm()
 
     # stand-in mappers for mappings outside the capture
     counted = np.zeros(len(kpc_real) + HPAGE_PMD_NR, dtype=np.int64)
@@ -330,7 +328,7 @@ def build_kernel(config, cap, with_init=True):
         st = Process(-j, 'stand-in', 0, '/', MM(k.mm_ids.alloc(), 64), BOOT_TICKS)
         vma = VMA(STANDIN_BASE, STANDIN_BASE + len(pf) * PAGE_SIZE, VM_READ | VM_MAYREAD |
                   VM_SHARED | VM_MAYSHARE, 'shared-file', '[stand-in]')
-        st.mm.vmas.append(vma)
+        install.add_vma(st, vma)
         install.map_ptes(k, st, vma, np.arange(len(pf)), pf, 0)
         info.standins.append(st)
 
@@ -467,13 +465,7 @@ def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, vma_of_e
             got = lo + np.flatnonzero(mark[lo:hi])
             vma = vmas[v]
             idx = e.vpn[sel[got]] - (vma.start >> PAGE_SHIFT)
-            if (span[got] == 1).all():
-                vma.bits[idx] |= bit
-                continue
-            d = np.zeros(vma.nr_pages + 1, dtype=np.int8)
-            d[idx] = 1
-            d[idx + span[got]] -= 1
-            vma.bits[np.cumsum(d[:-1], dtype=np.int8) > 0] |= bit
+            install.or_bits(vma, idx, span[got], bit)
 
 
 def _proc_index(cap, pid):

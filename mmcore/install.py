@@ -10,7 +10,9 @@ references and the per-mm RSS counters.
 - ``map_pmds(k, proc, vma, idx, heads, bits)``: PMD leaves of whole
   PMD-order folios;
 - ``map_zero(k, proc, vma, idx, pmd)``: the shared zero page per PTE, or
-  the huge zero page per PMD (no rmap, no RSS: vm_normal_page() is NULL).
+  the huge zero page per PMD (no rmap, no RSS: vm_normal_page() is NULL);
+- ``add_vma(proc, vma)``, ``or_bits(vma, starts, spans, bit)``: a VMA into
+  the mm, and accessed/dirty bits on entries already installed.
 """
 import numpy as np
 
@@ -127,3 +129,24 @@ def map_zero(k, proc, vma, idx, pmd, bits=0):
         vma.pfn[idx] = k.mem.zero_pfn
         vma.bits[idx] = bits | PTE_PRESENT
         _note_pte_tables(proc, vma, idx)
+
+
+def add_vma(proc, vma):
+    """Inserts a VMA (sorted by address) into the process's mm."""
+    proc.mm.insert_vma(vma)
+
+
+def or_bits(vma, starts, spans, bit):
+    """Sets `bit` in the entries starting at page indices `starts`, each
+    `spans` pages long (1 for a PTE, 512 for a PMD leaf)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    spans = np.asarray(spans, dtype=np.int64)
+    if len(starts) == 0:
+        return
+    if (spans == 1).all():
+        vma.bits[starts] |= bit
+        return
+    d = np.zeros(vma.nr_pages + 1, dtype=np.int8)
+    d[starts] = 1
+    d[starts + spans] -= 1
+    vma.bits[np.cumsum(d[:-1], dtype=np.int8) > 0] |= bit
