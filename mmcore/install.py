@@ -59,9 +59,32 @@ def _account(k, proc, heads, pages):
             proc.mm.add_rss(name, n)
 
 
-def _note_pte_tables(proc, vma, idx):
-    if len(idx):
-        blocks = np.unique((vma.start + (np.asarray(idx, dtype=np.int64) << PAGE_SHIFT)) >> 21)
+# The page-table representation is the one thing here that follows the
+# core's layout: per-VMA arrays over its pages (vma.pfn, vma.bits), or the
+# mm's sparse tables (vma.set_ptes / set_pmd_leaves / or_bits).
+
+def _write_ptes(vma, idx, pfns, bits):
+    if hasattr(vma, 'set_ptes'):
+        vma.set_ptes(idx, pfns, bits)
+    else:
+        vma.pfn[idx] = pfns
+        vma.bits[idx] = bits
+
+
+def _write_leaves(vma, idx, heads, bits):
+    bits = np.broadcast_to(bits, idx.shape)
+    if hasattr(vma, 'set_pmd_leaves'):
+        vma.set_pmd_leaves(idx, heads, bits)
+        return
+    pages = np.arange(HPAGE_PMD_NR)
+    for i, h, b in zip(idx.tolist(), heads.tolist(), bits.tolist()):
+        vma.pfn[i:i + HPAGE_PMD_NR] = h + pages
+        vma.bits[i:i + HPAGE_PMD_NR] = b
+
+
+def _note_tables(proc, blocks):
+    """The 2M blocks that now have a PTE table (sparse tables know it)."""
+    if isinstance(proc.mm.pte_tables, set) and not hasattr(proc.mm, 'pt'):
         proc.mm.pte_tables.update(int(b) for b in blocks)
 
 
@@ -82,10 +105,9 @@ def map_ptes_many(k, proc, items):
         return
     blocks = []
     for vma, idx, pfns, bits in items:
-        vma.pfn[idx] = pfns
-        vma.bits[idx] = np.asarray(bits, dtype=np.uint8) | PTE_PRESENT
+        _write_ptes(vma, idx, pfns, np.asarray(bits, dtype=np.uint8) | PTE_PRESENT)
         blocks.append((vma.start + (idx << PAGE_SHIFT)) >> 21)
-    proc.mm.pte_tables.update(int(b) for b in np.unique(np.concatenate(blocks)))
+    _note_tables(proc, np.unique(np.concatenate(blocks)))
     allp = np.concatenate([it[2] for it in items])
     srt = np.sort(allp)
     first = np.ones(len(srt), dtype=bool)
@@ -105,11 +127,7 @@ def map_pmds(k, proc, vma, idx, heads, bits):
     heads = np.asarray(heads, dtype=np.int64)
     if len(idx) == 0:
         return
-    leaf_bits = np.broadcast_to(np.asarray(bits, dtype=np.uint8) | PTE_PRESENT | PTE_PMD, idx.shape)
-    pages = np.arange(HPAGE_PMD_NR)
-    for i, h, b in zip(idx.tolist(), heads.tolist(), leaf_bits.tolist()):
-        vma.pfn[i:i + HPAGE_PMD_NR] = h + pages
-        vma.bits[i:i + HPAGE_PMD_NR] = b
+    _write_leaves(vma, idx, heads, np.asarray(bits, dtype=np.uint8) | PTE_PRESENT | PTE_PMD)
     k.rmap.add_pmd(proc.mm.mm_id, heads)
     _account(k, proc, heads, np.full(len(heads), HPAGE_PMD_NR, dtype=np.int64))
 
@@ -122,13 +140,12 @@ def map_zero(k, proc, vma, idx, pmd, bits=0):
         return
     if pmd:
         hz = k.mem.get_huge_zero_pfn()
-        span = (idx[:, None] + np.arange(HPAGE_PMD_NR)).ravel()
-        vma.pfn[span] = np.tile(hz + np.arange(HPAGE_PMD_NR), len(idx))
-        vma.bits[span] = bits | PTE_PRESENT | PTE_PMD
+        _write_leaves(vma, idx, np.full(len(idx), hz, dtype=np.int64),
+                      np.full(len(idx), bits | PTE_PRESENT | PTE_PMD, dtype=np.uint8))
     else:
-        vma.pfn[idx] = k.mem.zero_pfn
-        vma.bits[idx] = bits | PTE_PRESENT
-        _note_pte_tables(proc, vma, idx)
+        _write_ptes(vma, idx, np.full(len(idx), k.mem.zero_pfn, dtype=np.int64),
+                    np.full(len(idx), bits | PTE_PRESENT, dtype=np.uint8))
+        _note_tables(proc, np.unique((vma.start + (idx << PAGE_SHIFT)) >> 21))
 
 
 def add_vma(proc, vma):
@@ -142,6 +159,9 @@ def or_bits(vma, starts, spans, bit):
     starts = np.asarray(starts, dtype=np.int64)
     spans = np.asarray(spans, dtype=np.int64)
     if len(starts) == 0:
+        return
+    if hasattr(vma, 'or_bits'):
+        vma.or_bits(starts, bit)        # a PMD leaf is one entry
         return
     if (spans == 1).all():
         vma.bits[starts] |= bit
