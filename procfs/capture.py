@@ -443,8 +443,27 @@ def check_privileges():
             raise CaptureError('/proc/%s is not readable on this kernel' % f)
 
 
-def capture_process(pid):
-    """One process: (info dict, list of VMA tuples, runs per VMA)."""
+def _fault_counts(pid):
+    """(minflt, majflt, rss) from /proc/PID/stat: they move when the
+    process faults, unmaps or reclaims."""
+    f = _proc_text(pid, 'stat').rsplit(')', 1)[1].split()
+    return int(f[7]), int(f[9]), int(f[21])
+
+
+def capture_process(pid, tries=3):
+    """One process: (info dict, list of VMA tuples, runs per VMA).  When
+    its fault counters moved while it was read, it is read again (up to
+    `tries` times) and marked `changing` if it never held still."""
+    for attempt in range(tries):
+        before = _fault_counts(pid)
+        got = _capture_process_once(pid)
+        if got is None or _fault_counts(pid) == before:
+            return got
+    got[0]['changing'] = True
+    return got
+
+
+def _capture_process_once(pid):
     status = parse_status(_proc_text(pid, 'status'))
     comm = _proc_text(pid, 'comm').rstrip('\n')
     cgroup = process_memcg(_proc_text(pid, 'cgroup'))

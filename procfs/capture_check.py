@@ -30,6 +30,7 @@ class CheckResult:
     bit56_diffs: int = 0
     missing_pages: int = 0          # captured present, emulated absent (not normal pages)
     examples: list = field(default_factory=list)
+    per_pid: dict = field(default_factory=dict)     # pid -> differing values and pages
 
     def ok(self):
         return not self.smaps_diffs and not self.kpagecount_diffs and not self.bit56_diffs
@@ -73,6 +74,7 @@ def check_import(k, cap, skip_names=()):
                 res.fields += 1
                 if real != got:
                     res.smaps_diffs.append((pm['pid'], start, name, key, real, got))
+                    res.per_pid[pm['pid']] = res.per_pid.get(pm['pid'], 0) + 1
             sel = np.flatnonzero(a['run_vma'] == vi)
             if len(sel) == 0:
                 continue
@@ -93,6 +95,9 @@ def check_import(k, cap, skip_names=()):
             ekpc[present] = query.kpagecount(k, epfn[present]).astype(np.int64)
             badk = present & (ekpc != real_count[pos].astype(np.int64))
             res.kpagecount_diffs += int(np.count_nonzero(badk))
+            nbad = int(np.count_nonzero(badk | bad56))
+            if nbad:
+                res.per_pid[pm['pid']] = res.per_pid.get(pm['pid'], 0) + nbad
             for i in np.flatnonzero(badk | bad56)[:3]:
                 if len(res.examples) < 20:
                     res.examples.append((pm['pid'], name, hex(int(vpn[i]) << 12),
@@ -109,3 +114,30 @@ def _pagemap(k, proc, vpn):
     lo, hi = int(vpn.min()), int(vpn.max()) + 1
     ent = pidfiles.pagemap_entries(k, proc, lo, hi - lo, True)
     return ent[vpn - lo]
+
+
+def main(argv=None):
+    """python -m procfs.capture_check CAPTURE: the import of a capture
+    under page_mapcount against the capture's own record."""
+    import sys
+    from mmcore.capture import load_capture
+    from mmcore.config import PAGE_MAPCOUNT
+    from mmcore.imported import build_kernel
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print('usage: python -m procfs.capture_check CAPTURE', file=sys.stderr)
+        return 2
+    cap = load_capture(args[0])
+    k = build_kernel(PAGE_MAPCOUNT, cap, with_init=False)
+    res = check_import(k, cap)
+    print('all: ' + res.summary())
+    for p in cap.meta['processes']:
+        n = res.per_pid.get(p['pid'], 0)
+        print('  pid %d (%s)%s: %s' % (p['pid'], p.get('comm', '?'),
+                                      ' [changed while read]' if p.get('changing') else '',
+                                      'as captured' if n == 0 else '%d values or pages differ' % n))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
