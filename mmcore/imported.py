@@ -63,6 +63,7 @@ class CaptureInfo:
     """What the import did, for the summary and the reports."""
     path: str
     meta: dict
+    arrays: dict = None                        # the capture's arrays (mmcore.capture)
     real_pfn: np.ndarray = None                # emulated PFN -> real PFN (-1: none)
     standins: list = field(default_factory=list)   # Processes of the stand-in mappers
     standin_pages: int = 0                     # pages with mappings outside the capture
@@ -79,10 +80,11 @@ class CaptureImportError(Exception):
 
 
 def _expand(starts, lengths):
+    """starts[i], starts[i] + 1, ... starts[i] + lengths[i] - 1, for every i."""
     lengths = lengths.astype(np.int64)
     total = int(lengths.sum())
-    base = np.repeat(starts.astype(np.int64), lengths)
-    return base + (np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    shift = starts.astype(np.int64) - (np.cumsum(lengths) - lengths)
+    return np.repeat(shift, lengths) + np.arange(total)
 
 
 def thp_settings(meta):
@@ -173,7 +175,7 @@ def build_kernel(config, cap, with_init=True):
     fk = fkflags[fi_c] if len(fhead) else np.zeros(len(e.vpn), np.uint64)
     zero = inside & ((fk & np.uint64(1 << KPF_ZERO_PAGE)) != 0)
     normal = inside & ~zero & ((fk & np.uint64(NOT_NORMAL)) == 0) & ~special_vma
-    info = CaptureInfo(cap.path, meta)
+    info = CaptureInfo(cap.path, meta, arrays=a)
     leaf = e.span == HPAGE_PMD_NR
     bad_leaf = normal & leaf & ((forder[fi_c] != HPAGE_PMD_ORDER) | (e.rpfn != fhead[fi_c]))
     normal &= ~bad_leaf

@@ -76,10 +76,19 @@ def _write_leaves(vma, idx, heads, bits):
     if hasattr(vma, 'set_pmd_leaves'):
         vma.set_pmd_leaves(idx, heads, bits)
         return
-    pages = np.arange(HPAGE_PMD_NR)
-    for i, h, b in zip(idx.tolist(), heads.tolist(), bits.tolist()):
-        vma.pfn[i:i + HPAGE_PMD_NR] = h + pages
-        vma.bits[i:i + HPAGE_PMD_NR] = b
+    pfn, pbits = _leaf_views(vma, idx)
+    rows = (idx - idx[0] % HPAGE_PMD_NR) // HPAGE_PMD_NR
+    pfn[rows] = heads[:, None] + np.arange(HPAGE_PMD_NR)
+    pbits[rows] = bits[:, None]
+
+
+def _leaf_views(vma, idx):
+    """vma.pfn and vma.bits as rows of 512 pages, one per PMD-aligned block
+    (every leaf of a VMA starts at the same page offset modulo 512)."""
+    off = int(idx[0]) % HPAGE_PMD_NR
+    n = (vma.nr_pages - off) // HPAGE_PMD_NR * HPAGE_PMD_NR
+    return (vma.pfn[off:off + n].reshape(-1, HPAGE_PMD_NR),
+            vma.bits[off:off + n].reshape(-1, HPAGE_PMD_NR))
 
 
 def _note_tables(proc, blocks):
@@ -163,10 +172,9 @@ def or_bits(vma, starts, spans, bit):
     if hasattr(vma, 'or_bits'):
         vma.or_bits(starts, bit)        # a PMD leaf is one entry
         return
-    if (spans == 1).all():
-        vma.bits[starts] |= bit
-        return
-    d = np.zeros(vma.nr_pages + 1, dtype=np.int8)
-    d[starts] = 1
-    d[starts + spans] -= 1
-    vma.bits[np.cumsum(d[:-1], dtype=np.int8) > 0] |= bit
+    single = spans == 1
+    vma.bits[starts[single]] |= bit
+    leaves = starts[~single]
+    if len(leaves):
+        _, pbits = _leaf_views(vma, leaves)
+        pbits[(leaves - leaves[0] % HPAGE_PMD_NR) // HPAGE_PMD_NR] |= bit

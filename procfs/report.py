@@ -193,6 +193,7 @@ def tools_report(scenario, kernels):
             extra = uss_range_rows(kernels, pid)
             if extra:
                 out.append(_range_lines(extra, names))
+            out.append(real_kernel_line(k0, pid))
         out.append('')
     rows = []
     for label, key, tkey in (('meminfo AnonPages (free, node-exporter, smem -w)', 'AnonPages', 'anon_pages'),
@@ -328,3 +329,17 @@ def _range_lines(rows, names):
     for r in rows:
         out.append('  %-*s  %s' % (w0, r[0], '  '.join('%s: %s' % (n, v) for n, v in zip(names, r[1:]))))
     return '\n'.join(out)
+
+
+def real_kernel_line(k, pid):
+    """What the captured machine's own kernel printed for the process
+    (the sum of its smaps), for comparison with its config's column."""
+    c = k.capture
+    keys = c.meta['smaps_keys']
+    pi = next(i for i, p in enumerate(c.meta['processes']) if p['pid'] == pid)
+    rows = c.arrays['vma_smaps'][c.arrays['vma_proc'] == pi]
+    tot = rows.sum(axis=0) if len(rows) else np.zeros(len(keys), dtype=np.int64)
+    v = lambda key: int(tot[keys.index(key)]) if key in keys else 0
+    return ('  the captured kernel (%s) showed: USS Σ Private_* %d, PSS %d (Σ per VMA), '
+            'RSS %d' % (c.meta.get('release', '?'), v('Private_Clean') + v('Private_Dirty'),
+                        v('Pss'), v('Rss')))
