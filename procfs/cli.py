@@ -189,8 +189,15 @@ def cmd_cost(args):
 
 
 def cmd_check(args):
+    from mmcore.capture import is_capture, load_capture
     from mmcore.scenario import load_scenario
-    sc = load_scenario(_scenario_path(args.scenario))
+    path = _scenario_path(args.scenario)
+    if is_capture(path):
+        cap = load_capture(path)
+        print('ok: capture of Linux %s, %d processes, %d folios'
+              % (cap.meta.get('release', '?'), len(cap.processes), len(cap.a['folio_head'])))
+        return 0
+    sc = load_scenario(path)
     labels = ', '.join(sc.labels) if sc.labels else 'none'
     print('ok: %s, %d steps, labels: %s' % (sc.name, len(sc.steps), labels))
     return 0

@@ -162,3 +162,17 @@ def test_capture_of_a_missing_pid():
     if os.geteuid() != 0:
         pytest.skip('the root check comes first')
     assert r.returncode == 1 and r.stderr.strip() == 'mmemu: error: pid 999999999: no such process'
+
+
+def test_check_and_export_take_a_capture(tmp_path):
+    p = str(tmp_path / 'c.npz')
+    forked_mthp(p)
+    r = mmemu('check', p)
+    assert r.returncode == 0 and r.stdout.strip() == 'ok: capture of Linux 6.18-test, 2 processes, 2 folios'
+    out = tmp_path / 'tree'
+    r = mmemu('export', p, str(out), '--config', 'configs/kernels/page_mapcount.yaml')
+    assert r.returncode == 0, r.stderr
+    text = (out / 'page_mapcount' / 'proc' / '101' / 'smaps_rollup').read_text()
+    # C maps 8 pages each mapped twice (by P too): Rss 32, Pss 16, all shared
+    assert 'Rss:                  32 kB' in text and 'Pss:                  16 kB' in text
+    assert 'Private_Clean:         0 kB' in text and 'Private_Dirty:         0 kB' in text
