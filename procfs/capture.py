@@ -476,6 +476,7 @@ def _capture_process_once(pid):
         raise Gone() from None
     runs = []
     swapped = 0
+    no_scan = False
     try:
         for v in vmas:
             start, end, flags = v[0], v[1], v[8]
@@ -484,6 +485,7 @@ def _capture_process_once(pid):
                 continue
             pmds = pmd_ranges(fd, start, end)
             if pmds is None:
+                no_scan = True          # before 6.7: PMD leaves cannot be told from PTEs
                 pmds = []
             r = vma_runs(fd, start, end, pmds)
             swapped += r[4]
@@ -496,6 +498,7 @@ def _capture_process_once(pid):
         os.close(fd)
     info = {'pid': pid, 'ppid': status.get('PPid', 0), 'comm': comm,
             'uid': status.get('Uid', 0), 'cgroup': cgroup, 'swapped_entries': swapped,
+            'pmd_leaves_known': not no_scan,
             'status': {k: status[k] for k in ('VmRSS', 'RssAnon', 'RssFile', 'RssShmem',
                                               'VmSwap', 'VmPTE') if k in status}}
     return info, vmas, runs
