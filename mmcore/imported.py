@@ -64,6 +64,7 @@ class CaptureInfo:
     path: str
     meta: dict
     arrays: dict = None                        # the capture's arrays (mmcore.capture)
+    vmas: dict = field(default_factory=dict)   # capture VMA row -> VMA
     real_pfn: np.ndarray = None                # emulated PFN -> real PFN (-1: none)
     standins: list = field(default_factory=list)   # Processes of the stand-in mappers
     standin_pages: int = 0                     # pages with mappings outside the capture
@@ -287,7 +288,6 @@ def build_kernel(config, cap, with_init=True):
     order_v = np.argsort(e.vma, kind='stable')
     bounds = np.searchsorted(e.vma[order_v], np.arange(len(vma_start) + 1))
     procs_meta = meta['processes']
-    k.capture_vmas = {}
     vma_made = np.full(len(vma_start), -1, dtype=np.int64)
     vmas_of = {}
     for vi in range(len(vma_start)):
@@ -304,7 +304,7 @@ def build_kernel(config, cap, with_init=True):
                 continue
             vma = _make_vma(a, names, vi, vma_obj[vi])
             install.add_vma(proc, vma)
-            k.capture_vmas[vi] = vma
+            info.vmas[vi] = vma
             vma_made[vi] = vi
             sel = order_v[bounds[vi]:bounds[vi + 1]]
             sel = sel[keep[sel]]
@@ -334,8 +334,7 @@ def build_kernel(config, cap, with_init=True):
         install.map_ptes(k, st, vma, np.arange(len(pf)), pf, 0)
         info.standins.append(st)
 
-    _fit_dirty_young(k, cap, info, e, normal & (vma_made[e.vma] >= 0), epfn, page_pos, kpc_real,
-                     vma_made[e.vma])
+    _fit_dirty_young(k, cap, info, e, normal & (vma_made[e.vma] >= 0), epfn, page_pos, kpc_real)
     info.mmid_classes = _mmid_classes(k, a['vma_proc'], e, normal, epfn, fi, fnr, emu_head, ui, excess, fpage0)
     if with_init and 1 not in k.processes:
         k._start_init()
@@ -411,7 +410,7 @@ def _pick(priv, shar, budget, prefer):
     return chosen, (bp - len(ps), bs - len(ss))
 
 
-def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, vma_of_entry):
+def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real):
     """PTE dirty and young bits fitted to each VMA's captured smaps: where a
     VMA wants every page (or none) beyond its dirty (referenced) folios,
     that is done for all VMAs at once; the rest choose entries greedily."""
@@ -435,7 +434,7 @@ def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real, vma_of_e
     anon = (f & FL_ANON) != 0
     nv = len(a['vma_start'])
     sm = a['vma_smaps']
-    vmas = k.capture_vmas
+    vmas = info.vmas
     for what, bit, folio_flag in (('dirty', PTE_DIRTY, FL_DIRTY), ('young', PTE_YOUNG, FL_REFERENCED)):
         forced = (f & folio_flag) != 0
         if what == 'dirty':
