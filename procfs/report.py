@@ -315,7 +315,7 @@ def uss_range_rows(kernels, pid):
         worst.append(w)
     rows = []
     for i, label in enumerate(('USS Σ Private_* over slot histories',
-                               'USS bit-56 pages over slot histories')):
+                               'USS PM_MMAP_EXCLUSIVE over slot histories')):
         vals = []
         for b, w in zip(best, worst):
             vals.append(str(b[i]) if b[i] == w[i] else '%d..%d' % (w[i], b[i]))
