@@ -146,6 +146,25 @@ def kernel_tree(k, with_init=True):
     return Dir({'proc': proc_dir(k, with_init), 'sys': sys_dir(k)})
 
 
+def _check_unique_names(kernels):
+    names = [c.name for c, _ in kernels]
+    if len(set(names)) != len(names):
+        raise ConfigError('two kernel configs have the same name: %s' % ', '.join(names))
+
+
+def import_all(capture_path, config_paths, stop_at=None, with_init=True):
+    """(capture, [(config, Kernel)]): a capture of a real machine imported
+    under every config (mmcore.imported)."""
+    from mmcore.capture import load_capture
+    from mmcore.imported import build_kernel
+    if stop_at is not None:
+        raise ConfigError('%s: a capture has no snapshots (--stop-at %s)' % (capture_path, stop_at))
+    cap = load_capture(capture_path)
+    out = [(cfg, build_kernel(cfg, cap, with_init)) for cfg in map(load_kernel_config, config_paths)]
+    _check_unique_names(out)
+    return cap, out
+
+
 def load_kernels(scenario_path, config_paths, with_init=True, stop_at=None):
     """(scenario, [(config, Kernel)]) with every kernel booted, before the
     first step; `stop_at` must be one of the scenario's labels."""
@@ -155,9 +174,7 @@ def load_kernels(scenario_path, config_paths, with_init=True, stop_at=None):
     check_label(sc, scenario_path, stop_at)
     out = [(cfg, Kernel(cfg, sc, with_init=with_init))
            for cfg in (load_kernel_config(path) for path in config_paths)]
-    names = [c.name for c, _ in out]
-    if len(set(names)) != len(names):
-        raise ConfigError('two kernel configs have the same name: %s' % ', '.join(names))
+    _check_unique_names(out)
     return sc, out
 
 
@@ -169,7 +186,11 @@ def check_label(sc, scenario_path, label):
 
 
 def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
-    """[(config, Kernel)] after replaying the scenario on every config."""
+    """[(config, Kernel)] after replaying the scenario on every config, or
+    importing it when the file is a capture."""
+    from mmcore.capture import is_capture
+    if is_capture(scenario_path):
+        return import_all(scenario_path, config_paths, stop_at, with_init)
     sc, out = load_kernels(scenario_path, config_paths, with_init, stop_at)
     for cfg, k in out:
         try:
@@ -191,6 +212,9 @@ def build_tree(scenario_path, config_paths, stop_at=None, with_init=True):
     sc, kernels = replay_all(scenario_path, config_paths, stop_at, with_init)
     root = tree_of(kernels, with_init)
     k0 = kernels[0][1]
+    if getattr(k0, 'capture', None) is not None:
+        from .report import capture_summary
+        return root, capture_summary(k0, [cfg.name for cfg, _ in kernels])
     pids = sorted(p for p in k0.processes if p != 1)
     lines = ['scenario %s (%s): %d steps%s' % (sc.name, os.path.basename(scenario_path),
                                               len(sc.steps),

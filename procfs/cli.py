@@ -290,6 +290,22 @@ def cmd_tools(args):
     return 0
 
 
+def cmd_capture(args):
+    from procfs.capture import CaptureError, main_capture
+    pids, out = list(args.pid or []), args.out
+    if out is None and pids:
+        out = pids.pop()          # `--pid 1 2 OUT`: the last word is the output
+    if out is None:
+        raise CliError('capture: say where to write the capture (OUT)')
+    bad = [p for p in pids if not p.isdigit()]
+    if bad:
+        raise CliError('capture: --pid %s is not a process id' % bad[0])
+    try:
+        return main_capture([int(p) for p in pids], args.all, args.cgroup, out)
+    except CaptureError as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_cost(args):
     from procfs import cost_report
     sc, per_config = _build_module().cost_per_config(_scenario_path(args.scenario),
@@ -336,13 +352,20 @@ def verify_configs(sc, args, known):
 
 
 def cmd_check(args):
+    from mmcore.capture import is_capture, load_capture
     from mmcore.scenario import load_scenario
     from procfs import expect
     known = known_configs(_config_paths(args) if args.config else ())
     status, passed, failed = 0, 0, 0
     for arg in args.scenario:
         try:
-            sc = load_scenario(_scenario_path(arg))
+            path = _scenario_path(arg)
+            if is_capture(path):
+                cap = load_capture(path)
+                print('ok: capture of Linux %s, %d processes, %d folios'
+                      % (cap.meta.get('release', '?'), len(cap.processes), len(cap.a['folio_head'])))
+                continue
+            sc = load_scenario(path)
             expect.validate(sc, known)
             if not args.verify:
                 labels = ', '.join(sc.labels) if sc.labels else 'none'
@@ -483,6 +506,18 @@ def make_parser():
                         'configs/kernels/ matching the scenario\'s kernel.bits, 64 unless '
                         'it says otherwise)')
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser('capture', help='record this machine\'s processes (as root) into a '
+                       'capture file that every command takes in place of a scenario')
+    who = p.add_mutually_exclusive_group()
+    who.add_argument('--pid', action='extend', nargs='+', metavar='PID',
+                     help='these processes')
+    who.add_argument('--all', action='store_true', help='every process with an address space')
+    p.add_argument('--cgroup', metavar='PATH',
+                   help='the processes of this memory cgroup (and its children); its memory.stat '
+                        'is recorded too')
+    p.add_argument('out', nargs='?', metavar='OUT', help='the capture file to write (.npz)')
+    p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser('tools', help='what monitoring tools would report for a scenario')
     p.add_argument('scenario', metavar='SCENARIO')
