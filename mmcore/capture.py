@@ -95,6 +95,13 @@ class Capture:
     def name(self):
         return 'capture of %s' % self.meta.get('release', '?')
 
+    @property
+    def steps(self):
+        """A capture is a state, not a history: no steps, no snapshots."""
+        return []
+
+    labels = steps
+
 
 def is_capture(path):
     """A capture is a zip (npz) archive holding meta.npy."""

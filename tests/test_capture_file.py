@@ -176,3 +176,16 @@ def test_check_and_export_take_a_capture(tmp_path):
     # C maps 8 pages each mapped twice (by P too): Rss 32, Pss 16, all shared
     assert 'Rss:                  32 kB' in text and 'Pss:                  16 kB' in text
     assert 'Private_Clean:         0 kB' in text and 'Private_Dirty:         0 kB' in text
+
+
+def test_explain_and_map_take_a_capture(tmp_path):
+    p = str(tmp_path / 'c.npz')
+    forked_mthp(p)
+    r = mmemu('explain', p, '101', hex(0x7f0000000000), '--config',
+              'configs/kernels/page_mapcount.yaml')
+    assert r.returncode == 0, r.stderr
+    # page 0 of the 64K folio: mapped by P and C (semantics.md 7: precise count 2)
+    assert 'kpagecount = 2' in r.stdout
+    r = mmemu('map', p, '100', '--config', 'configs/kernels/page_mapcount.yaml')
+    assert r.returncode == 0, r.stderr
+    assert 'pid 100' in r.stdout
