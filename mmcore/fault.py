@@ -10,7 +10,7 @@ time (fault-around and page-cache lookups are sequential by nature).
 import numpy as np
 
 from .errors import Fault
-from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE,
+from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_REFERENCED, FL_SWAPBACKED, FL_UPTODATE,
                      FL_DEFERRED, GUP_PIN_COUNTING_BIAS, HPAGE_PMD_NR, HPAGE_PMD_ORDER,
                      PAGE_SHIFT, PAGE_SIZE)
 from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEPAGE,
@@ -126,6 +126,9 @@ def anon_read_range(k, proc, vma, lo, hi):
             if not pmd_block_free(mm, vma, b):
                 continue
             if k.thp.use_zero_page:
+                # do_huge_pmd_anonymous_page() calls vmf_anon_prepare()
+                # before mapping the huge zero page, so fork copies the PMD
+                vma.anon_vma = True
                 hz = k.mem.get_huge_zero_pfn()
                 sl = slice(b, b + HPAGE_PMD_NR)
                 vma.pfn[sl] = hz + np.arange(HPAGE_PMD_NR)
@@ -514,6 +517,7 @@ def pin_range(k, proc, name, start, end):
     for v in vmas:
         if not v.flags & VM_WRITE:
             raise Fault('EFAULT: pinning for write a mapping without PROT_WRITE')
+    slow_from = gup_fast_end(k, proc, start, end)
     access(k, proc, start, end, write=True)
     mem = k.mem
     base = k.range_vmas(proc, name)[0].range_start
@@ -521,9 +525,14 @@ def pin_range(k, proc, name, start, end):
         lo, hi = v.page_index(max(start, v.start)), v.page_index(min(end, v.end))
         pfns = v.pfn[lo:hi]
         heads = mem.head[pfns]
-        for h in heads:
-            # follow_page_pte() with FOLL_TOUCH: mark_page_accessed() per page
-            folio_mark_accessed(mem, np.array([h]))
+        in_slow = v.start + (np.arange(lo, hi) << PAGE_SHIFT) >= slow_from
+        # gup_fast_pte_range() / gup_fast_pmd_leaf(): folio_set_referenced()
+        mem.flags[np.unique(heads[~in_slow])] |= FL_REFERENCED
+        # the slow path, follow_page_pte() with FOLL_TOUCH: folio_mark_accessed()
+        # per PTE-mapped page; follow_huge_pmd() only makes the PMD young
+        slow = lo + np.flatnonzero(in_slow)
+        for i in slow[(v.bits[slow] & PTE_PMD) == 0]:
+            folio_mark_accessed(mem, np.array([mem.head[v.pfn[i]]]))
         small = mem.order[heads] == 0
         np.add.at(mem.refcount, heads[small], GUP_PIN_COUNTING_BIAS)
         np.add.at(mem.refcount, heads[~small], 1)
@@ -532,6 +541,29 @@ def pin_range(k, proc, name, start, end):
             key = (name, ((v.start - base) >> PAGE_SHIFT) + j)
             proc.pins.setdefault(key, []).append(int(pfn))
     mm.has_pinned = True
+
+
+def gup_fast_end(k, proc, start, end):
+    """The address where gup_fast() stops on [start, end) for FOLL_WRITE:
+    the first page not mapped by a present, writable entry of a normal page
+    (gup_fast_pte_range / gup_fast_pmd_leaf).  gup_fast_fallback() hands
+    the rest, from there on, to the slow path.  gup_fast() only sets
+    PG_referenced, it never activates a folio (no folio_mark_accessed())."""
+    mem = k.mem
+    addr = start
+    while addr < end:
+        v = proc.mm.find_vma(addr)
+        if v is None:
+            return addr
+        lo, hi = v.page_index(addr), v.page_index(min(end, v.end))
+        pfn, bits = v.pfn[lo:hi], v.bits[lo:hi]
+        ok = ((bits & (PTE_PRESENT | PTE_WRITE)) == (PTE_PRESENT | PTE_WRITE)) & (pfn >= 0)
+        ok &= (pfn != mem.zero_pfn)
+        bad = np.flatnonzero(~ok)
+        if len(bad):
+            return v.start + ((lo + int(bad[0])) << PAGE_SHIFT)
+        addr = min(end, v.end)
+    return end
 
 
 def unpin_range(k, proc, name, start, end):

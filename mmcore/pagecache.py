@@ -28,7 +28,8 @@ class FileObject:
         self.shmem_anon = shmem_anon       # backs a MAP_SHARED|MAP_ANONYMOUS range
         self.inode = inode
         self.dev = SHMEM_DEV
-        self.pages = np.full(size >> PAGE_SHIFT, -1, dtype=np.int64)
+        # a partial last page is still a page of the file (its tail reads as zeros)
+        self.pages = np.full(-(-size >> PAGE_SHIFT), -1, dtype=np.int64)
 
     @property
     def nr_pages(self):
