@@ -3,11 +3,14 @@ CONFIG_NO_PAGE_MAPCOUNT and the 2026 RFC "mm/rmap: support arbitrary folio
 mappings" (message-id 20260412-mapcount-v1-0-05e8dfab52e0@kernel.org, its
 patches cited below as "RFC NN/13") differ.
 
-Both configs keep the folio-level state (large mapcount, entire mapcount,
-MM-ID slots, shared bit, semantics.md 3 and 4).  PAGE_MAPCOUNT also keeps
-page->_mapcount of every page of a large folio and _nr_pages_mapped;
-NO_PAGE_MAPCOUNT keeps neither and answers per-page questions with the
-folio average and folio_maybe_mapped_shared() (semantics.md 7 and 8).
+Both 6.18 configs keep the folio-level state (large mapcount, entire
+mapcount, MM-ID slots, shared bit, semantics.md 3 and 4).  PAGE_MAPCOUNT
+also keeps page->_mapcount of every page of a large folio and
+_nr_pages_mapped; NO_PAGE_MAPCOUNT keeps neither and answers per-page
+questions with the folio average and folio_maybe_mapped_shared()
+(semantics.md 7 and 8).  The RFC kernel (TotalMappedPages) answers like
+NO_PAGE_MAPCOUNT but keeps _total_mapped_pages instead of the entire
+mapcount and maps folios larger than a PMD.
 
 A policy object has two halves: the write side, called by rmap.py while
 mappings are added and removed, and the read side, called by query.py for
@@ -23,7 +26,7 @@ import numpy as np
 from .errors import Fault
 from .memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 
-# PFN-indexed helpers shared by both configs ----------------------------------
+# PFN-indexed helpers shared by the configs ------------------------------------
 
 
 def folio_maybe_mapped_shared(mem, heads):
@@ -62,7 +65,8 @@ class EntireMapcount:
     mappings of a folio (semantics.md 3.1); a folio is PMD-mapped for the
     THP statistics while it is >= 1."""
 
-    # kpagecount of a free page reads its _mapcount raw (semantics.md 12.4)
+    # kpagecount of a free page shows its raw page type (NO_PAGE_MAPCOUNT
+    # only, semantics.md 12.4); else 0 (page_mapcount_is_type())
     kpagecount_raw_page_type = False
     # smaps_account() divides the PSS page by page, also for a PMD (6.18)
     smaps_pss_per_entry = False

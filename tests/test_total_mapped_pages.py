@@ -324,3 +324,27 @@ def test_order_10_folio_misaligned_is_ptes_only():
     assert (int(k.mem.large_mapcount[h]), int(k.mem.total_mapped_pages[h])) == (768, 768)
     # (768 + 512) >> 10 = 1
     assert set(query.kpagecount(k, h + np.arange(1024)).tolist()) == {1}
+
+
+@pytest.mark.parametrize('config', THREE, ids=lambda c: c.name)
+def test_partial_mapping_example_a(config):
+    """RFC 01/13, example (A): "Allocate a THP and fork a child process.
+    Then, unmap up to half of the THP in the parent *and* the child. Once
+    the child quits, we detect the partial mapping" - the mapcount (here
+    the total, 256 + 256) stays >= 512 until then.  CONFIG_PAGE_MAPCOUNT
+    sees it at the child's munmap (pages 256-511 lose their last mapping)."""
+    from mmcore.scenario import parse_scenario_text
+    from mmcore.kernel import Kernel
+    steps = PMD_FORK + [munmap(P, 'buf', '1M', '1M'), munmap(CH, 'buf', '1M', '1M'),
+                        snap('both'), {'exit': {'pid': CH}}]
+    sc = parse_scenario_text(doc(steps))
+    k = Kernel(config, sc)
+    k.run(sc.steps, 'both')
+    h = int(range_pages(k, P, 'buf').head[0])
+    flagged = bool(k.mem.flags[h] & FL_PARTIALLY_MAPPED)
+    assert flagged == config.page_mapcount
+    if config is TOTAL_MAPPED_PAGES:
+        assert int(k.mem.total_mapped_pages[h]) == 512
+    k.run(sc.steps[len(sc.steps_until('both')):])
+    assert k.mem.flags[h] & FL_PARTIALLY_MAPPED
+    assert k.events['thp_deferred_split_page'] == 1
