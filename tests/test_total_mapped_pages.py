@@ -348,3 +348,40 @@ def test_partial_mapping_example_a(config):
     k.run(sc.steps[len(sc.steps_until('both')):])
     assert k.mem.flags[h] & FL_PARTIALLY_MAPPED
     assert k.events['thp_deferred_split_page'] == 1
+
+
+# --- the served subtree on every conformance scenario ----------------------------------------
+
+CONFORMANCE = sorted((Path(__file__).resolve().parent / 'conformance' / 'scenarios').glob('*.yaml')) + \
+    sorted((Path(__file__).resolve().parent / 'data' / 'conformance-public' / 'scenarios')
+           .glob('*.yaml'))
+
+
+def _rollup(root, config, pid):
+    from procfs.tree import resolve
+    text = resolve(root, '%s/proc/%d/smaps_rollup' % (config, pid)).render().decode()
+    return {line.split(':')[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
+
+
+@pytest.mark.parametrize('scenario', CONFORMANCE, ids=lambda p: p.stem)
+def test_subtree_promises_on_conformance(scenario):
+    """The served total_mapped_pages subtree at every snapshot of every
+    conformance scenario, against page_mapcount: smaps_rollup Rss is the
+    same (cover letter: only per-page answers change), USS (Private_*) is
+    never higher (06/13: private only if !folio_maybe_mapped_shared()),
+    and Pss_Anon + Pss_File + Pss_Shmem still add up to Pss."""
+    from mmcore.scenario import load_scenario
+    from procfs.build import build_tree
+    labels = load_scenario(str(scenario)).labels
+    configs = [str(KERNELS / 'page_mapcount.yaml'), str(KERNELS / 'total_mapped_pages.yaml')]
+    for label in labels:
+        root, _ = build_tree(str(scenario), configs, stop_at=label, with_init=False)
+        pids = sorted(int(n) for n in root.lookup('page_mapcount').lookup('proc').children()
+                      if n.isdigit())
+        for pid in pids:
+            page, rfc_ = _rollup(root, 'page_mapcount', pid), _rollup(root, 'total_mapped_pages', pid)
+            where = '%s/%s pid %d' % (scenario.stem, label, pid)
+            assert rfc_['Rss'] == page['Rss'], where
+            uss = lambda r: r['Private_Clean'] + r['Private_Dirty']
+            assert uss(rfc_) <= uss(page), where
+            assert abs(rfc_['Pss_Anon'] + rfc_['Pss_File'] + rfc_['Pss_Shmem'] - rfc_['Pss']) <= 2, where
