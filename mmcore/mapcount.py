@@ -106,11 +106,12 @@ class PageMapcount(EntireMapcount):
         """__folio_add_rmap(RMAP_LEVEL_PTE): page->_mapcount and
         _nr_pages_mapped.  pfns are unique."""
         mem.page_mapcount[pfns] += 1
-        first = mem.page_mapcount[pfns] == 1
-        newly = mem.head[pfns[first]]
-        np.add.at(mem.nr_pages_mapped, newly, 1)
+        first = pfns[mem.page_mapcount[pfns] == 1]
         cost['page_mapcount'] += len(pfns)
-        cost['nr_pages_mapped'] += len(np.unique(newly))
+        if len(first):
+            before = mem.nr_pages_mapped[heads]
+            np.add.at(mem.nr_pages_mapped, mem.head[first], 1)
+            cost['nr_pages_mapped'] += int(np.count_nonzero(mem.nr_pages_mapped[heads] != before))
 
     def ptes_removed(self, mem, pfns, heads, counts, cost):
         """__folio_remove_rmap(RMAP_LEVEL_PTE).  Returns, per folio of
