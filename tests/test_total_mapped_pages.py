@@ -385,3 +385,21 @@ def test_subtree_promises_on_conformance(scenario):
             uss = lambda r: r['Private_Clean'] + r['Private_Dirty']
             assert uss(rfc_) <= uss(page), where
             assert abs(rfc_['Pss_Anon'] + rfc_['Pss_File'] + rfc_['Pss_Shmem'] - rfc_['Pss']) <= 2, where
+
+
+def test_diff_and_tools_have_three_columns():
+    """`mmemu diff` / `mmemu tools` over the default configs: one column per
+    kernel; worker2's USS of the showcase under the RFC is the
+    NO_PAGE_MAPCOUNT value (06/13: private iff !folio_maybe_mapped_shared())."""
+    from procfs.build import diff_report, tools_report
+    from procfs.cli import DEFAULT_SCENARIO, default_configs
+    names = ['no_page_mapcount', 'page_mapcount', 'total_mapped_pages']
+    d = diff_report(str(DEFAULT_SCENARIO), default_configs())
+    assert d.splitlines()[0].endswith(': ' + ', '.join(names))
+    block = d.split('pid 102 (worker2) range heap')[1].split('\n\n')[0]
+    header = block.splitlines()[1].split()
+    assert header == names
+    uss = [l for l in block.splitlines() if l.strip().startswith('USS')][0].split()
+    assert uss[-4:-1] == ['4', '488', '4']
+    t = tools_report(str(DEFAULT_SCENARIO), default_configs())
+    assert all(n in t.splitlines()[4] for n in names + ['true'])
