@@ -280,7 +280,9 @@ class TotalMappedPages(NoPageMapcount):
       (folio_size << PSS_SHIFT) / mapcount, not page by page: the sums
       can differ from 6.18 in the fixed-point remainder.
     - a free page's kpagecount: folio_total_mapped_pages() of a small
-      folio is folio_mapcount(), which reads a page type as 0.
+      folio is folio_mapcount(), which "will report 0 for pages which
+      cannot be mapped into userspace" (include/linux/mm.h: a page type,
+      such as a free buddy page's, reads as 0).
 
     Open in the RFC (cover letter "Mapcount overflows", 13/13 commit
     message): on 32-bit, _total_mapped_pages is an atomic_long_t of 32
