@@ -10,6 +10,7 @@ from .mm import MM, MMIdAllocator, VMA, PROT_FLAGS, VM_MAYREAD, VM_MAYWRITE, VM_
     VM_SHARED, VM_MAYSHARE, VM_ACCOUNT, VM_READ, VM_WRITE, VM_GROWSDOWN
 from .pagecache import FileObject, FIRST_INODE, truncate_object
 from .rmap import Rmap
+from .history import SlotHistory
 from .errors import Fault, StepError
 from . import scenario as sc
 
@@ -54,6 +55,7 @@ class Kernel:
         self.events = Counter()
         self.cost = Counter()         # what the kernel's code touched (cost.py)
         self.rmap = Rmap(self.mem, config, self.policy, self.events, self.cost)
+        self.slot_history = self.rmap.history = SlotHistory()
         self.mm_ids = MMIdAllocator(config.mm_id_max)
         self.thp = scenario.thp
         self.cgroups = list(scenario.cgroups)
@@ -72,6 +74,8 @@ class Kernel:
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault
+        self.slot_history.set_owners(0, self._mm_owners())
+        self.clock = None         # live machines: callable, ticks of wall-clock time served
 
     def _start_init(self):
         """Pid 1, the init process every machine has: a small heap and
@@ -143,10 +147,18 @@ class Kernel:
         if stop_at is not None:
             raise StepError(None, 'no snapshot %r' % stop_at)
 
+    def _mm_owners(self):
+        return {p.mm.mm_id: pid for pid, p in self.processes.items()}
+
     def apply(self, step):
+        if isinstance(step, sc.Expect):
+            return          # read by the verifier (procfs.expect), not by the kernel
         self.step_index = step.index
         self.ticks += STEP_TICKS
         handler = getattr(self, 'do_' + step.op)
+        hist = self.slot_history
+        hist.step = step.index
+        hist.set_owners(step.index, self._mm_owners())
         try:
             handler(step)
         except Fault as e:
@@ -154,6 +166,8 @@ class Kernel:
                 raise StepError(step, str(e))
             self.faults.append((step, str(e)))
             return
+        finally:
+            hist.set_owners(step.index, self._mm_owners())
         if step.expect_fault:
             raise StepError(step, 'expected a fault, but the kernel performed the step')
 
@@ -249,7 +263,9 @@ class Kernel:
 
     @property
     def uptime_ticks(self):
-        return self.ticks
+        """Clock ticks since boot: the steps' time, plus the time a live
+        machine has been served."""
+        return self.ticks + (self.clock() if self.clock is not None else 0)
 
 
 def replay(config, scenario, stop_at=None):

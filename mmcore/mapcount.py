@@ -178,6 +178,24 @@ class PageMapcount(EntireMapcount):
     def numa_mapcount(self, mem, pfns):
         return self.precise(mem, pfns)
 
+    def mapcount_terms(self, mem, pfn):
+        """Why kpagecount/smaps' m of one page of a large folio is what it
+        is: (kernel function, {input: value})."""
+        return ('folio_precise_page_mapcount',
+                {'page_mapcount': int(mem.page_mapcount[pfn]),
+                 'entire_mapcount': int(mem.entire_mapcount[mem.head[pfn]])})
+
+    def exclusive_terms(self, mem, pfn):
+        """Why pagemap bit 56 / smaps private is what it is for a page of
+        a large folio: (rule, {input: value})."""
+        return ('precise_mapcount_is_1', {'precise_mapcount': int(self.precise(mem, pfn))})
+
+    def debug_columns(self, mem, heads):
+        """The mapcount fields this config keeps in a large folio, by their
+        struct folio names (sys/kernel/debug/mmemu/folios)."""
+        return [('entire_mapcount', mem.entire_mapcount[heads]),
+                ('nr_pages_mapped', mem.nr_pages_mapped[heads])]
+
 
 class NoPageMapcount(EntireMapcount):
     """CONFIG_NO_PAGE_MAPCOUNT=y."""
@@ -215,6 +233,23 @@ class NoPageMapcount(EntireMapcount):
 
     def numa_mapcount(self, mem, pfns):
         return self.average(mem, mem.head[pfns])
+
+    def mapcount_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('folio_average_page_mapcount',
+                {'large_mapcount': int(mem.large_mapcount[head]),
+                 'entire_mapcount': int(mem.entire_mapcount[head]),
+                 'order': int(mem.order[head])})
+
+    def exclusive_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('not_folio_maybe_mapped_shared',
+                {'large_mapcount': int(mem.large_mapcount[head]),
+                 'maybe_shared': int(mem.maybe_shared[head])})
+
+    def debug_columns(self, mem, heads):
+        """No _nr_pages_mapped with NO_PAGE_MAPCOUNT (semantics.md 7.1)."""
+        return [('entire_mapcount', mem.entire_mapcount[heads])]
 
 
 # The RFC -----------------------------------------------------------------------------------
@@ -351,6 +386,17 @@ class TotalMappedPages(NoPageMapcount):
 
     def average(self, mem, heads):
         return folio_total_mapped_pages_average(mem, heads)
+
+    def mapcount_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('folio_total_mapped_pages_average',
+                {'total_mapped_pages': int(mem.total_mapped_pages[head]),
+                 'order': int(mem.order[head])})
+
+    def debug_columns(self, mem, heads):
+        """_entire_mapcount is gone; _total_mapped_pages counts the pages
+        every mapping covers (RFC 13/13)."""
+        return [('total_mapped_pages', mem.total_mapped_pages[heads])]
 
 
 def policy_for(config):

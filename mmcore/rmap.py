@@ -33,6 +33,29 @@ class Rmap:
         self.events = events if events is not None else Counter()
         # what the rmap code touches (cost.py): one sum per batch
         self.cost = cost if cost is not None else Counter()
+        self.history = None       # a history.SlotHistory, when the kernel keeps one
+
+    def _record(self, op, mm_id, heads, before_ids=None, before_shared=None, untracked=None):
+        """Logs to the slot history the folios of `heads` (candidates the
+        caller picked) whose slots or shared bit changed, or whose MM got
+        no slot."""
+        if len(heads) == 0:
+            return
+        m = self.mem
+        ids = m.mm_id[heads]
+        shared = m.maybe_shared[heads]
+        if op == 'new':
+            changed = np.ones(len(heads), dtype=bool)
+            untracked = np.zeros(len(heads), dtype=bool)
+        else:
+            if untracked is None:
+                untracked = np.zeros(len(heads), dtype=bool)
+            changed = (ids != before_ids).any(axis=1) | untracked
+            if before_shared is not None:
+                changed |= shared != before_shared
+        h = heads[changed]
+        self.history.record(op, mm_id, h, ids[changed], m.mm_id_mapcount[h], shared[changed],
+                            untracked[changed])
 
     # --- MM owner tracking (config independent) -------------------------------
     def _slots_set(self, mm_id, heads, n):
@@ -46,6 +69,8 @@ class Rmap:
         m.maybe_shared[heads] = False
         self.cost['large_mapcount'] += len(heads)
         self.cost['mm_id_slots'] += 2 * len(heads)
+        if self.history is not None:
+            self._record('new', mm_id, heads)
 
     def _slots_add(self, mm_id, heads, n):
         """folio_add_large_mapcount(): semantics.md 4.2.  One bit-spinlock
@@ -57,6 +82,8 @@ class Rmap:
         limit = self.config.mm_id_mapcount_max
         in0 = ids[:, 0] == mm_id
         in1 = ~in0 & (ids[:, 1] == mm_id)
+        rest = ~in0 & ~in1
+        changed = rest.copy()         # for the slot history: slots taken, lost or refused
         writes = 0
         for slot, mine in ((0, in0), (1, in1)):
             h = heads[mine]
@@ -66,8 +93,9 @@ class Rmap:
             ho = h[over]
             m.mm_id[ho, slot] = 0
             m.maybe_shared[ho] = True
+            if len(ho):
+                changed[np.flatnonzero(mine)[over]] = True
             writes += len(h) + len(ho)
-        rest = ~in0 & ~in1
         take0 = rest & (ids[:, 0] == 0)
         h = heads[take0]
         m.mm_id[h, 0] = mm_id
@@ -80,6 +108,9 @@ class Rmap:
         m.mm_id_mapcount[h, 1] = n[take1]
         m.maybe_shared[h] = True
         self._count_batch(len(heads), writes + 2 * len(h))
+        if self.history is not None and changed.any():
+            self._record('add', mm_id, heads[changed], ids[changed],
+                         untracked=(rest & ~take0 & ~take1)[changed])
 
     def _count_batch(self, nr_folios, slot_writes):
         """One folio_{add,sub}_return_large_mapcount() per folio of a batch:
@@ -112,7 +143,10 @@ class Rmap:
         h = heads[check]
         lm = m.large_mapcount[h]
         owned = (m.mm_id_mapcount[h, 0] == lm) | (m.mm_id_mapcount[h, 1] == lm)
+        shared0 = m.maybe_shared[h]
         m.maybe_shared[h[owned]] = False
+        if self.history is not None:
+            self._record('sub', mm_id, h, ids[check], shared0)
 
     # --- mappings ------------------------------------------------------------------
     def add_new_anon(self, mm_id, heads, pmd):

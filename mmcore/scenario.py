@@ -273,6 +273,26 @@ class Snapshot(Step):
     label: str
 
 
+@dataclass(frozen=True, eq=False)
+class Expect(Step):
+    """Values stated at this point of the replay, for the verifier
+    (procfs.expect); the kernel ignores the step.
+
+    subject: one of EXPECT_SUBJECTS
+    target:  the subject's resolved arguments (pid, vma, offset, length,
+             since, at, cgroup, version), absent ones left out
+    fields:  ((name, value, line), ...): the stated values as written, a
+             scalar or list for every config, or a mapping config -> value
+    configs: the config names the step speaks about (None: every config)
+    """
+    op: ClassVar[str] = 'expect'
+    subject: str
+    target: dict
+    fields: tuple
+    configs: tuple | None = None
+    note: str = ''
+
+
 # --- named-range bookkeeping ------------------------------------------------
 
 class NamedRange:
@@ -364,7 +384,7 @@ class _Book:
         self.exited = {}            # pid -> index of its exit step
 
     def apply(self, st):
-        if isinstance(st, (Thp, Snapshot)):
+        if isinstance(st, (Thp, Snapshot, Expect)):
             return
         proc = self.procs[st.pid]
         if isinstance(st, Mmap):
@@ -523,7 +543,20 @@ STEP_KEYS = {
     'unpin': (('vma',), ('offset', 'length')),
     'thp': ((), THP_KEYS),
     'snapshot': ((), ()),
+    'expect': ((), ()),
 }
+# expect: subject -> (required, optional) arguments of the subject mapping
+EXPECT_SUBJECTS = {
+    'smaps': (('pid', 'vma'), ()),
+    'smaps_rollup': (('pid',), ()),
+    'numa_maps': (('pid', 'vma'), ()),
+    'meminfo': ((), ('since',)),
+    'vmstat': ((), ('since',)),
+    'memcg': ((), ('cgroup', 'version', 'since')),
+    'pages': (('pid', 'vma'), ('offset', 'length', 'since')),
+    'folio': (('pid', 'vma'), ('offset', 'at')),
+}
+EXPECT_KEYS = ('configs', 'note')
 RANGE_STEPS = {'read': Read, 'write': Write, 'munmap': Munmap, 'pin': Pin,
                'unpin': Unpin, 'mprotect': Mprotect, 'madvise': Madvise}
 
@@ -663,6 +696,7 @@ class _Parser:
         cgroups = self.parse_cgroups(doc)
         processes = self.parse_processes(doc, cgroups)
         self.files = files
+        self.cgroups = cgroups
         steps = self.parse_steps(doc, processes, thp)
         return Scenario(path=self.path, name=name, description=description,
                         memory=memory, thp=thp, files=files, cgroups=cgroups,
@@ -850,6 +884,8 @@ class _Parser:
         if op == 'thp':
             self.thp = self.thp_settings(self.thp, args, line, where)
             return Thp(self.thp, index=index, line=line)
+        if op == 'expect':
+            return self.parse_expect(index, line, args, where)
         a = self.mapping(args, line, where)
         required, optional = STEP_KEYS[op]
         self.keys(a, ('pid',) + required + optional + ('expect',), where,
@@ -971,6 +1007,101 @@ class _Parser:
         self.labels[label] = index
         return Snapshot(label, index=index, line=line)
 
+    def parse_expect(self, index, line, args, where):
+        """An `expect` step: exactly one subject key (EXPECT_SUBJECTS) with
+        its arguments, optional `configs` and `note`, and at least one
+        stated field.  Field names and config names are checked against
+        the renderers and the kernel profiles by procfs.expect.validate()."""
+        a = self.mapping(args, line, where, none_ok=False)
+        subjects = [k for k in a if k in EXPECT_SUBJECTS]
+        if len(subjects) != 1:
+            self.fail(line, '%s: needs exactly one subject (%s), got %s' % (
+                where, ', '.join(EXPECT_SUBJECTS),
+                ', '.join(map(repr, subjects)) if subjects else 'none'))
+        subject = subjects[0]
+        swhere = '%s.%s' % (where, subject)
+        t = self.mapping(a[subject], self.key_line(a, subject), swhere)
+        required, optional = EXPECT_SUBJECTS[subject]
+        self.keys(t, required + optional, swhere, required=required)
+        target = {}
+        proc = None
+        if 'pid' in t:
+            pid = target['pid'] = self.int_(t, 'pid', swhere)
+            proc = self.book.procs.get(pid)
+            if proc is None:
+                why = ('it exited at step %d' % self.book.exited[pid] if pid in self.book.exited
+                       else 'live processes: %s' % ', '.join(map(str, sorted(self.book.procs))))
+                self.fail(self.key_line(t, 'pid'), '%s: unknown pid %d (%s)' % (swhere, pid, why))
+        if 'vma' in t:
+            vma = target['vma'] = self.str_(t, 'vma', swhere)
+            r = proc.ranges.get(vma)
+            if r is None or not r.mapped:
+                self.fail(self.key_line(t, 'vma'), '%s: %s vma %r in pid %d (known: %s)' % (
+                    swhere, 'unknown' if r is None else 'nothing mapped of', vma, target['pid'],
+                    ', '.join(sorted(n for n, x in proc.ranges.items() if x.mapped)) or 'none'))
+            if subject == 'pages':
+                target['offset'], target['length'] = self.range_args(t, r, swhere)
+            elif subject == 'folio':
+                target['offset'] = self.page_multiple(t, 'offset', swhere) if 'offset' in t else 0
+                if target['offset'] >= r.size:
+                    self.fail(self.key_line(t, 'offset'), '%s: offset %s is past the end of '
+                              '%r (size %s)' % (swhere, size_name(target['offset']), vma,
+                                                size_name(r.size)))
+        for key in ('since', 'at'):
+            if key in t:
+                label = self.str_(t, key, swhere)
+                if label not in self.labels:
+                    self.fail(self.key_line(t, key), '%s: %s: %r is not an earlier snapshot '
+                              '(labels so far: %s)' % (swhere, key, label,
+                                                       ', '.join(self.labels) or 'none'))
+                target[key] = label
+        if 'cgroup' in t:
+            target['cgroup'] = self.str_(t, 'cgroup', swhere)
+            if target['cgroup'] not in self.cgroups:
+                self.fail(self.key_line(t, 'cgroup'), '%s: unknown cgroup %r (cgroups: %s)'
+                          % (swhere, target['cgroup'], ', '.join(self.cgroups)))
+        if 'version' in t:
+            target['version'] = self.int_(t, 'version', swhere)
+            if target['version'] not in (1, 2):
+                self.fail(self.key_line(t, 'version'), '%s: version: must be 1 or 2, got %d'
+                          % (swhere, target['version']))
+        configs = None
+        if 'configs' in a:
+            lst = a['configs']
+            if isinstance(lst, str):
+                lst = [lst]
+            if not isinstance(lst, list) or not lst or \
+                    not all(isinstance(c, str) and c for c in lst):
+                self.fail(self.key_line(a, 'configs'), '%s: configs: expected a config name '
+                          'or a list of config names, got %s' % (where, _type_name(a['configs'])))
+            configs = tuple(lst)
+        note = ''
+        if 'note' in a:
+            note = self.str_(a, 'note', where)
+        fields = []
+        for name, value in a.items():
+            if name == subject or name in EXPECT_KEYS:
+                continue
+            fline = self.key_line(a, name)
+            if not isinstance(name, str):
+                self.fail(fline, '%s: a field name must be a string, got %s'
+                          % (where, _type_name(name)))
+            if isinstance(value, dict):
+                if not value:
+                    self.fail(fline, '%s: %s: an empty mapping of configs' % (where, name))
+                for c, v in value.items():
+                    if not isinstance(c, str):
+                        self.fail(fline, '%s: %s: config names are strings, got %s'
+                                  % (where, name, _type_name(c)))
+                    if isinstance(v, dict):
+                        self.fail(self.key_line(value, c), '%s: %s: %s: expected a value or '
+                                  'a list, got a mapping' % (where, name, c))
+            fields.append((name, value, fline))
+        if not fields:
+            self.fail(line, '%s: states no value (add fields such as Rss: 64 next to %s)'
+                      % (where, subject))
+        return Expect(subject, target, tuple(fields), configs, note, index=index, line=line)
+
 
 def parse_scenario_text(text, path='<string>'):
     """A Scenario from YAML text; `path` names it in error messages."""
@@ -989,3 +1120,63 @@ def load_scenario(path):
     except UnicodeDecodeError as e:
         raise _error(path, raw.count(b'\n', 0, e.start) + 1, 'not UTF-8 text') from None
     return parse_scenario_text(text, str(path))
+
+
+class LiveSteps:
+    """Validates the steps of a live replay one at a time: the scenario's
+    own steps (re-read from its YAML, so they are checked against the state
+    that extra steps may have changed) and extra steps given as text
+    (`mmemu do`), each exactly as a step of the file would be checked at
+    that point.  `parse_*` leaves the bookkeeping unchanged; `commit()`
+    records a step the kernels performed."""
+
+    def __init__(self, scenario, text):
+        self.scenario = scenario
+        p = _Parser(scenario.path)
+        doc = p.load_yaml(text)
+        self.items = doc['steps']
+        self.parser = p
+        p.files = scenario.files
+        p.book = _Book(scenario.processes)
+        p.thp = scenario.thp
+        p.labels = {}
+        self.extra = 0
+
+    def _parse(self, path, index, item, line):
+        p = self.parser
+        saved = p.path, p.thp, dict(p.labels)
+        p.path = path
+        try:
+            return p.parse_step(index, item, line)
+        finally:
+            p.path, p.thp, p.labels = saved
+
+    def file_step(self, i):
+        """Step i (0-based) of the scenario file."""
+        return self._parse(self.scenario.path, i + 1, self.items[i], self.items.item_lines[i])
+
+    def extra_step(self, text, path='<do>'):
+        """One step written in the scenario format (`fork: {pid: 100,
+        child: 105}`, or the same as a one-item list); numbered after the
+        file's steps."""
+        item = _Parser(path).load_yaml(text)
+        if isinstance(item, list) and len(item) == 1:
+            item = item[0]
+        if item is None:
+            raise _error(path, 1, 'empty step')
+        index = len(self.items) + self.extra + 1
+        st = self._parse(path, index, item, getattr(item, 'line', 1))
+        if isinstance(st, Snapshot) and st.label in self.scenario.labels:
+            raise _error(path, 1, 'step %d (snapshot): label %r is a snapshot of the scenario'
+                         % (index, st.label))
+        return st
+
+    def commit(self, st):
+        p = self.parser
+        if isinstance(st, Thp):
+            p.thp = st.settings
+        elif isinstance(st, Snapshot):
+            p.labels[st.label] = st.index
+        p.book.apply(st)
+        if st.index > len(self.items):
+            self.extra += 1

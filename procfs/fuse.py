@@ -285,10 +285,12 @@ def _wait_listable(mountpoint, deadline):
         time.sleep(0.01)
 
 
-def _run(root, mountpoint, on_ready, debug):
+def _run(root, mountpoint, on_ready, debug, attach=None):
     """Mounts and serves until unmounted (fusermount -u) or SIGINT/SIGTERM/
     SIGHUP, which libfuse's fuse_set_signal_handlers() turn into a clean
-    exit and unmount."""
+    exit and unmount.  ``attach(ops)``, for a live mount, runs in the
+    serving process before the loop and returns what to call after it; the
+    kernel then caches no entry or attribute (the tree changes)."""
     mfusepy = _load_mfusepy()
     ops = make_operations(root)
 
@@ -306,6 +308,10 @@ def _run(root, mountpoint, on_ready, debug):
         options.update(max_idle_threads=10, max_threads=16)
     if os.geteuid() == 0:
         options['allow_other'] = True
+    detach = None
+    if attach is not None:
+        options.update(entry_timeout=0, attr_timeout=0, negative_timeout=0)
+        detach = attach(ops)
     try:
         mfusepy.FUSE(ops, mountpoint, raw_fi=True, **options)
     except RuntimeError as e:
@@ -313,9 +319,13 @@ def _run(root, mountpoint, on_ready, debug):
         # loop (libfuse 3.14: 8); only a failure before FUSE_INIT is an error.
         if not ops.initialised:
             raise MountError('mounting %s failed (libfuse status %s)' % (mountpoint, e)) from None
+    finally:
+        if detach is not None:
+            detach()
 
 
-def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, log_path=None):
+def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, log_path=None,
+          attach=None):
     """Serves ``root`` at ``mountpoint``.
 
     foreground: blocks until the filesystem is unmounted; ``ready_callback()``
@@ -330,7 +340,7 @@ def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, l
     check_mountpoint(mountpoint)
     _load_mfusepy()
     if foreground:
-        _run(root, mountpoint, ready_callback or (lambda: None), debug)
+        _run(root, mountpoint, ready_callback or (lambda: None), debug, attach)
         return os.getpid()
 
     r, w = os.pipe()
@@ -357,7 +367,7 @@ def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, l
                 else:
                     os.dup2(null, 2)
                 os.close(w)
-            _run(root, mountpoint, ready, debug)
+            _run(root, mountpoint, ready, debug, attach)
             status = 0
         except MountError as e:
             os.write(2, (str(e) + '\n').encode())
