@@ -77,9 +77,6 @@ class Rmap:
         acquisition per folio of the batch (folio_lock_large_mapcount)."""
         m = self.mem
         m.large_mapcount[heads] += n
-        cost = self.cost
-        cost['mapcount_lock'] += len(heads)
-        cost['large_mapcount'] += len(heads)
         ids = m.mm_id[heads]
         cnt = m.mm_id_mapcount[heads]
         limit = self.config.mm_id_mapcount_max
@@ -87,50 +84,62 @@ class Rmap:
         in1 = ~in0 & (ids[:, 1] == mm_id)
         rest = ~in0 & ~in1
         changed = rest.copy()         # for the slot history: slots taken, lost or refused
+        writes = 0
         for slot, mine in ((0, in0), (1, in1)):
             h = heads[mine]
             c = cnt[mine, slot] + n[mine]
             over = c > limit          # 32-bit: the signed 16-bit count overflowed
             m.mm_id_mapcount[h, slot] = np.where(over, 0, c)
-            m.mm_id[h[over], slot] = 0
-            m.maybe_shared[h[over]] = True
-            changed[np.flatnonzero(mine)[over]] = True
-            cost['mm_id_slots'] += len(h) + int(np.count_nonzero(over))
+            ho = h[over]
+            m.mm_id[ho, slot] = 0
+            m.maybe_shared[ho] = True
+            if len(ho):
+                changed[np.flatnonzero(mine)[over]] = True
+            writes += len(h) + len(ho)
         take0 = rest & (ids[:, 0] == 0)
         h = heads[take0]
         m.mm_id[h, 0] = mm_id
         m.mm_id_mapcount[h, 0] = n[take0]
         m.maybe_shared[h[m.large_mapcount[h] != n[take0]]] = True
+        writes += 2 * len(h)
         take1 = rest & ~take0 & (ids[:, 1] == 0)
         h = heads[take1]
         m.mm_id[h, 1] = mm_id
         m.mm_id_mapcount[h, 1] = n[take1]
         m.maybe_shared[h] = True
-        cost['mm_id_slots'] += 2 * (int(np.count_nonzero(take0)) + len(h))
+        self._count_batch(len(heads), writes + 2 * len(h))
         if self.history is not None and changed.any():
             self._record('add', mm_id, heads[changed], ids[changed],
                          untracked=(rest & ~take0 & ~take1)[changed])
+
+    def _count_batch(self, nr_folios, slot_writes):
+        """One folio_{add,sub}_return_large_mapcount() per folio of a batch:
+        the bit spinlock, the large mapcount, the slot fields written."""
+        cost = self.cost
+        cost['mapcount_lock'] += nr_folios
+        cost['large_mapcount'] += nr_folios
+        cost['mm_id_slots'] += slot_writes
 
     def _slots_sub(self, mm_id, heads, n):
         """folio_sub_large_mapcount(): semantics.md 4.3.  The shared bit is
         re-evaluated only when a slot is freed or the MM is untracked."""
         m = self.mem
         m.large_mapcount[heads] -= n
-        cost = self.cost
-        cost['mapcount_lock'] += len(heads)
-        cost['large_mapcount'] += len(heads)
         ids = m.mm_id[heads]
         in0 = ids[:, 0] == mm_id
         in1 = ~in0 & (ids[:, 1] == mm_id)
         check = ~in0 & ~in1
+        writes = 0
         for slot, mine in ((0, in0), (1, in1)):
             h = heads[mine]
             c = m.mm_id_mapcount[h, slot] - n[mine]
             gone = c <= 0
             m.mm_id_mapcount[h, slot] = np.where(gone, 0, c)
-            m.mm_id[h[gone], slot] = 0
+            hg = h[gone]
+            m.mm_id[hg, slot] = 0
             check[np.flatnonzero(mine)[gone]] = True
-            cost['mm_id_slots'] += len(h) + int(np.count_nonzero(gone))
+            writes += len(h) + len(hg)
+        self._count_batch(len(heads), writes)
         h = heads[check]
         lm = m.large_mapcount[h]
         owned = (m.mm_id_mapcount[h, 0] == lm) | (m.mm_id_mapcount[h, 1] == lm)
