@@ -135,6 +135,9 @@ class Kernel:
         handler = getattr(self, 'do_' + step.op)
         try:
             handler(step)
+        except MemoryError:
+            raise StepError(step, 'the emulator ran out of host memory replaying this step '
+                            '(a size too large to emulate)') from None
         except Fault as e:
             if not step.expect_fault:
                 raise StepError(step, str(e))
@@ -164,6 +167,11 @@ class Kernel:
                 flags |= VM_SHARED | VM_MAYSHARE
         if st.kind in ('anon', 'file') and st.prot == 'rw':
             flags |= VM_ACCOUNT        # accountable_mapping(): private and writable
+            if st.size > self.mem.nr_frames * PAGE_SIZE:
+                # __vm_enough_memory(), OVERCOMMIT_GUESS: one request larger
+                # than RAM + swap fails (no swap here)
+                raise Fault('ENOMEM: a private writable mapping of %d kB is larger than the '
+                            'RAM of the machine (overcommit heuristic)' % (st.size >> 10))
         if st.addr is not None:
             addr = st.addr
             if addr + st.size > p.mm.task_size:

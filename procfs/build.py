@@ -153,7 +153,8 @@ def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
         try:
             k.run(sc.steps, stop_at)
         except StepError as e:
-            raise StepError(None, '%s: %s (kernel config %s)' % (scenario_path, e, cfg.name))
+            raise StepError(e.step, '%s (kernel config %s)' % (e.reason, cfg.name),
+                            path=scenario_path) from None
         out.append((cfg, k))
     names = [c.name for c, _ in out]
     if len(set(names)) != len(names):

@@ -595,6 +595,41 @@ ERRORS = [
      ['expect', "'crash'"]),
 ]
 
+# sizes and shapes that used to end in an internal error (issue 10)
+ERRORS += [
+    ('deep-nesting', with_top('description: ' + '[' * 5000 + ']' * 5000), 'description',
+     ['nested more than 64 deep']),
+    ('deep-block-nesting', with_top('cgroups:\n' + ''.join('  ' * i + '-\n' for i in range(1, 200))),
+     None, ['nested more than 64 deep']),
+    ('size-1PiB-bytes', with_steps('mmap: {pid: 100, name: b2, size: 1125899906842624}'), 'b2',
+     ['1024T is larger than the user address space', 'ENOMEM']),
+    ('size-2^64', with_steps('mmap: {pid: 100, name: b2, size: 18446744073709551616}'), 'b2',
+     ['larger than the user address space']),
+    ('size-huge-suffixed', with_steps('mmap: {pid: 100, name: b2, size: 99999999999999999999M}'),
+     'b2', ['larger than the user address space']),
+    ('size-too-many-digits', with_steps('mmap: {pid: 100, name: b2, size: %s}' % ('9' * 5000)),
+     'b2', ['too long to read']),
+    ('size-too-many-digits-str', with_steps("mmap: {pid: 100, name: b2, size: '%sK'}" % ('9' * 5000)),
+     'b2', ['too many digits']),
+    ('size-1T-mapping', with_steps('mmap: {pid: 100, name: b2, size: 1T}'), 'b2',
+     ['1T is more than the emulator holds in one mapping (at most 64G)']),
+    ('mremap-1T', with_steps('mremap: {pid: 100, vma: buf, new_size: 1T}'), 'new_size',
+     ['more than the emulator holds']),
+    ('memory-1T', with_top('kernel: {memory: 1T}'), 'memory', ['1T is more than the emulator holds']),
+    ('file-1P', with_top('files: [{name: f, size: 1125899906842624}]'), 'files',
+     ['more than the emulator holds']),
+    ('size-65K', with_steps('mmap: {pid: 100, name: b2, size: 65K}'), 'b2',
+     ['66560 is not a multiple of the page size', 'round it up to 68K']),
+    ('offset-minus-zero', with_steps('write: {pid: 100, vma: buf, offset: -0}'), 'offset',
+     ['negative zero']),
+    ('align-huge', with_steps('mmap: {pid: 100, name: b2, size: 4K, align: 1P}'), 'align',
+     ['not a size']),
+    ('align-2^60', with_steps('mmap: {pid: 100, name: b2, size: 4K, align: %d}' % (1 << 60)),
+     'align', ['power of two from 4K to 64T']),
+    ('size-float', with_steps('mmap: {pid: 100, name: b2, size: 4.5}'), 'b2',
+     ['K, M, G or T']),
+]
+
 
 @pytest.mark.parametrize('case', ERRORS, ids=lambda e: e[0])
 def test_error(case, tmp_path):
