@@ -335,3 +335,22 @@ def test_private_writable_mmap_larger_than_ram_is_enomem(config):
     k = replay(config, '  - mmap: {pid: 100, name: a, size: 60M}\n'
                        '  - mmap: {pid: 100, name: r, size: 128M, prot: r}\n', hdr)
     assert len(vma_of(k, 'r')) == 1
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_mremap_fixed_onto_itself_is_einval(config):
+    """check_mremap_params(): with MREMAP_FIXED the old and new ranges must
+    not overlap (-EINVAL before anything changes); a second move of a range
+    to the address it was just moved to is such an overlap (found by the
+    fuzz test of tests/test_hardening.py)."""
+    body = '''
+  - mmap: {pid: 100, name: a, size: 2M, align: 2M}
+  - write: {pid: 100, vma: a}
+  - mremap: {pid: 100, vma: a, move_to: 0x40000000}
+  - mremap: {pid: 100, vma: a, move_to: 0x40100000%s}
+'''
+    with pytest.raises(StepError, match='EINVAL'):
+        replay(config, body % '', 'kernel: {thp: {enabled: always}}')
+    k = replay(config, body % ', expect: fault', 'kernel: {thp: {enabled: always}}')
+    v = vma_of(k, 'a')[0]
+    assert v.start == 0x40000000 and (v.bits & PTE_PMD).all()
