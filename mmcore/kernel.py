@@ -29,7 +29,7 @@ INIT_LAYOUT = {
 
 
 class Process:
-    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0):
+    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0, gid=0):
         self.pid = pid
         self.comm = comm
         self.ppid = ppid
@@ -37,7 +37,7 @@ class Process:
         self.mm = mm
         self.start_ticks = start_ticks
         self.uid = uid
-        self.gid = uid
+        self.gid = gid
         self.pins = {}            # (range name, page offset) -> [pfn, ...]
         self.ranges = {}          # range name -> FileObject of a shared-anon range
         self.minflt = 0
@@ -66,7 +66,8 @@ class Kernel:
             self._start_init()
         for p in scenario.processes:
             self.processes[p.pid] = Process(p.pid, p.comm, 1, p.cgroup,
-                                            MM(self.mm_ids.alloc(), config.bits), BOOT_TICKS - HZ)
+                                            MM(self.mm_ids.alloc(), config.bits), BOOT_TICKS - HZ,
+                                            p.uid, p.gid)
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault

@@ -46,6 +46,7 @@ DEFAULT_MEMORY = GiB
 MIN_MEMORY = 16 * MiB
 PID_MAX_LIMIT = 4 * 1024 * 1024         # PID_MAX_LIMIT on 64-bit
 TASK_COMM_LEN = 16
+ID_MAX = (1 << 32) - 2                  # uid_t/gid_t; (uid_t)-1 is no id
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE   # x86_64, 4-level page tables
 MAX_PAGECACHE_FOLIO = PMD_SIZE          # MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER
 # What the emulator can hold: its frame table and page-cache arrays are
@@ -167,6 +168,8 @@ class ProcessSpec:
     pid: int
     comm: str
     cgroup: str
+    uid: int = 0                    # real, effective, saved and fs uid
+    gid: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -540,7 +543,7 @@ TOP_KEYS = ('format', 'name', 'description', 'kernel', 'files', 'cgroups',
 KERNEL_KEYS = ('memory', 'page_size', 'thp', 'mapcount', 'bits')
 THP_KEYS = ('enabled', 'sizes', 'shmem_enabled', 'use_zero_page')
 FILE_KEYS = ('name', 'size', 'folio_size', 'path')
-PROCESS_KEYS = ('pid', 'comm', 'cgroup')
+PROCESS_KEYS = ('pid', 'comm', 'cgroup', 'uid', 'gid')
 RANGE_KEYS = ('vma', 'offset', 'length')
 # operation -> (required keys, optional keys); `pid` and `expect` are added
 # to every operation except thp and snapshot
@@ -866,7 +869,9 @@ class _Parser:
                 if cgroup not in cgroups:
                     self.fail(self.key_line(p, 'cgroup'), '%s: unknown cgroup %r (cgroups: %s)'
                               % (where, cgroup, ', '.join(cgroups)))
-            out.append(ProcessSpec(pid, comm, cgroup))
+            uid = self.int_(p, 'uid', where, 0, ID_MAX) if 'uid' in p else 0
+            gid = self.int_(p, 'gid', where, 0, ID_MAX) if 'gid' in p else 0
+            out.append(ProcessSpec(pid, comm, cgroup, uid, gid))
         return out
 
     def comm(self, m, where):
