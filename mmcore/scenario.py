@@ -14,6 +14,7 @@ memory semantics; the mm core replays the steps for that.
 from collections import Counter
 from dataclasses import dataclass, field
 import re
+import reprlib
 from typing import ClassVar
 
 import yaml
@@ -520,6 +521,18 @@ _YamlLoader.add_constructor('tag:yaml.org,2002:map', _construct_map)
 _YamlLoader.add_constructor('tag:yaml.org,2002:seq', _construct_seq)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.repr__LineList = _REPR.repr_list          # reprlib dispatches on the type's name
+_REPR.repr__LineMap = _REPR.repr_dict
+
+
+def _short(v):
+    """repr() of a value from the file, bounded in depth and length (YAML
+    aliases can make a small file hold an exponentially large list)."""
+    return _REPR.repr(v)
+
+
 def _type_name(v):
     if v is None:
         return 'nothing'
@@ -532,8 +545,8 @@ def _type_name(v):
     if isinstance(v, int):
         return 'an integer (%d)' % v
     if isinstance(v, str):
-        return 'a string (%r)' % v
-    return '%s (%r)' % (type(v).__name__, v)
+        return 'a string (%s)' % _short(v)
+    return '%s (%s)' % (type(v).__name__, _short(v))
 
 
 # --- the parser ------------------------------------------------------------------
@@ -644,8 +657,8 @@ class _Parser:
     def choice(self, m, key, choices, where):
         v = m[key]
         if not isinstance(v, str) or v not in choices:
-            self.fail(self.key_line(m, key), '%s: %s: bad value %r (expected one of: %s)'
-                      % (where, key, v, ', '.join(map(str, choices))))
+            self.fail(self.key_line(m, key), '%s: %s: bad value %s (expected one of: %s)'
+                      % (where, key, _short(v), ', '.join(map(str, choices))))
         return v
 
     def size(self, m, key, where):
@@ -708,8 +721,8 @@ class _Parser:
         self.keys(doc, TOP_KEYS, 'top level', required=('format', 'name'))
         fmt = doc['format']
         if isinstance(fmt, bool) or fmt != FORMAT_VERSION:
-            self.fail(self.key_line(doc, 'format'), 'format: %r is not supported (this '
-                      'loader reads format %d)' % (fmt, FORMAT_VERSION))
+            self.fail(self.key_line(doc, 'format'), 'format: %s is not supported (this '
+                      'loader reads format %d)' % (_short(fmt), FORMAT_VERSION))
         name = self.str_(doc, 'name', 'top level', NAME_RE)
         description = ''
         if doc.get('description') is not None:
@@ -922,8 +935,8 @@ class _Parser:
         common = {'index': index, 'line': line, 'expect_fault': False}
         if 'expect' in a:
             if a['expect'] != 'fault':
-                self.fail(self.key_line(a, 'expect'), "%s: expect: bad value %r (the only "
-                          "expectation is 'fault')" % (where, a['expect']))
+                self.fail(self.key_line(a, 'expect'), "%s: expect: bad value %s (the only "
+                          "expectation is 'fault')" % (where, _short(a['expect'])))
             common['expect_fault'] = True
         pid = self.int_(a, 'pid', where)
         proc = self.book.procs.get(pid)
@@ -1033,8 +1046,8 @@ class _Parser:
             self.keys(args, ('label',), where, required=('label',))
             label, label_line = args['label'], self.key_line(args, 'label')
         if not isinstance(label, str) or not NAME_RE.fullmatch(label):
-            self.fail(label_line, '%s: label %r must be a string matching [a-z0-9-]+'
-                      % (where, label))
+            self.fail(label_line, '%s: label %s must be a string matching [a-z0-9-]+'
+                      % (where, _short(label)))
         if label in self.labels:
             self.fail(label_line, '%s: label %r already used at step %d'
                       % (where, label, self.labels[label]))

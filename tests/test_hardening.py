@@ -156,7 +156,12 @@ def mutate(text, rng):
             return text[:rng.randrange(len(text) + 1)]
         elif op == 9:
             depth = rng.choice([10, 70, 1000, 5000])
-            lines.insert(i, 'description: ' + '[' * depth + ']' * depth)
+            if rng.random() < 0.5:
+                lines.insert(i, 'description: ' + '[' * depth + ']' * depth)
+            else:       # aliases doubling at each level
+                bomb = '[&b0 [1, 1], %s]' % ', '.join('&b%d [*b%d, *b%d]' % (j, j - 1, j - 1)
+                                                     for j in range(1, 50))
+                lines[i] = re.sub(r':\s*[^{},\s]+', ': ' + bomb, lines[i], count=1)
         else:
             lines[i] = ' ' * rng.randint(1, 5) + lines[i]
         text = '\n'.join(lines)

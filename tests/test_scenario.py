@@ -632,6 +632,10 @@ ERRORS += [
      'align', ['power of two from 4K to 64T']),
     ('size-float', with_steps('mmap: {pid: 100, name: b2, size: 4.5}'), 'b2',
      ['K, M, G or T']),
+    # YAML aliases doubling 60 times: 2^60 leaves if anything walked them
+    ('alias-bomb', with_steps('snapshot: [&a0 [1, 1], %s]' % ', '.join(
+        '&a%d [*a%d, *a%d]' % (i, i - 1, i - 1) for i in range(1, 60))), 'snapshot',
+     ['label [[1, 1], [[1, 1], [1, 1]], [[[...]']),
 ]
 
 
