@@ -248,6 +248,7 @@ def pmd_write_fault(k, proc, vma, b):
     if mem.anon_exclusive[head] or mem.refcount[head] == 1:
         mem.anon_exclusive[head] = True
         vma.bits[b:b + HPAGE_PMD_NR] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+        k.cost['cow_pages_reused'] += HPAGE_PMD_NR
         return
     pmdops.split_pmd(k, proc.mm, vma, b)
 
@@ -278,6 +279,7 @@ def wp_ptes(k, proc, vma, idx):
     reuse = np.zeros(len(idx), dtype=bool)
     reuse[~zero] = wp_can_reuse(k, pfns[~zero])
     r = idx[reuse]
+    k.cost['cow_pages_reused'] += len(r)
     if len(r):
         mem.anon_exclusive[vma.pfn[r]] = True
         vma.bits[r] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
@@ -298,6 +300,8 @@ def wp_page_copy(k, proc, vma, idx):
     if len(old_real):
         # one SUB per page: rounds over the pages of each folio
         heads = mem.head[old_real]
+        k.cost['cow_pages_copied'] += len(old_real)
+        k.cost['cow_folios_copied'] += len(np.unique(heads))
         order = np.argsort(heads, kind='stable')
         sh = heads[order]
         rank = np.arange(len(sh)) - np.searchsorted(sh, sh)
@@ -419,6 +423,9 @@ def fault_around(k, proc, vma, i):
         if mem.order[head] == HPAGE_PMD_ORDER and pmd_mappable(proc, vma, first):
             pmdops.map_file_pmd(k, proc, vma, first, head, False)
             return
+        if mem.order[head] > HPAGE_PMD_ORDER:
+            map_folio_pmds_ptes(k, proc, vma, first, head, False)
+            return
     lo, hi = vma.page_index(start), vma.page_index(end)
     idx = np.arange(lo, hi)
     index = vma.pgoff + idx
@@ -465,10 +472,37 @@ def finish_fault(k, proc, vma, i, pfn, write):
     if order == HPAGE_PMD_ORDER and pmd_mappable(proc, vma, first):
         pmdops.map_file_pmd(k, proc, vma, first, head, write)
         return
+    if order > HPAGE_PMD_ORDER:
+        map_folio_pmds_ptes(k, proc, vma, first, head, write)
+        return
     idx = np.array([i])
     if order > 0 and folio_fits(vma, first, nr) and (vma.pfn[first:first + nr] < 0).all():
         idx = np.arange(first, first + nr)
     map_file_pages(k, proc, vma, idx, write)
+
+
+def map_folio_pmds_ptes(k, proc, vma, first, head, write):
+    """A page-cache folio larger than a PMD, its first page at VMA index
+    `first` (only a kernel with the 2026 RFC has such folios, policy
+    max_folio_order; RFC 13/13 "mapping folios that span multiple PMDs"):
+    every PMD-sized part of it that do_set_pmd() could map (pmd_mappable)
+    gets a PMD, the folio's other unmapped pages inside the VMA get PTEs.
+    The RFC teaches only the rmap code ("calling code still has to be
+    updated to support that"); this is the fault path its rmap allows."""
+    nr = 1 << int(k.mem.order[head])
+    ptes = []
+    for c in range(0, nr, HPAGE_PMD_NR):
+        j = first + c
+        lo, hi = max(j, 0), min(j + HPAGE_PMD_NR, vma.nr_pages)
+        if lo >= hi:
+            continue
+        if pmd_mappable(proc, vma, j) and (vma.pfn[lo:hi] < 0).all():
+            pmdops.map_file_pmd(k, proc, vma, j, head, write, pfn0=head + c)
+            continue
+        idx = np.arange(lo, hi)
+        ptes.append(idx[vma.pfn[idx] < 0])
+    if ptes:
+        map_file_pages(k, proc, vma, np.concatenate(ptes), write)
 
 
 # --- long-term pins -----------------------------------------------------------------------

@@ -21,10 +21,11 @@ def pmd_leaves_in(vma, lo, hi):
     return sorted({pmd_start(vma, int(i)) for i in idx[::1]})
 
 
-def map_file_pmd(k, proc, vma, first, head, write):
-    """do_set_pmd(): a PMD-sized page-cache folio mapped by one PMD."""
+def map_file_pmd(k, proc, vma, first, head, write, pfn0=None):
+    """do_set_pmd(): a PMD-sized page-cache folio mapped by one PMD (or the
+    PMD-sized part from pfn0 of a larger folio)."""
     sl = slice(first, first + HPAGE_PMD_NR)
-    vma.pfn[sl] = head + np.arange(HPAGE_PMD_NR)
+    vma.pfn[sl] = (head if pfn0 is None else pfn0) + np.arange(HPAGE_PMD_NR)
     bits = PTE_PRESENT | PTE_YOUNG | PTE_PMD
     if write or (vma.is_shared and vma.flags & 2):
         bits |= PTE_WRITE

@@ -143,7 +143,7 @@ def kpagecount(k, pfns):
     folio = used & ((mem.flags[np.where(used, heads, 0)] & (FL_ZERO | FL_RESERVED)) == 0)
     if folio.any():
         out[folio] = k.policy.kpagecount(mem, pfns[folio]).astype(np.uint64)
-    if not k.policy.keeps_page_mapcount and (~used).any():
+    if k.policy.kpagecount_raw_page_type and (~used).any():
         # folio_average_page_mapcount() reads a small folio's _mapcount raw:
         # a free block's first page carries the buddy page type there
         # (semantics.md 12.4, derived and unconfirmed)
@@ -233,8 +233,9 @@ def folio_counters(k, heads):
     active = (f & FL_ACTIVE) != 0
     lru = (f & FL_LRU) != 0
     mapped = k.rmap.mapped_pages(heads)
-    pmdmapped = mem.entire_mapcount[heads] > 0
-    pmd_order = mem.order[heads] == HPAGE_PMD_ORDER
+    pmdmapped = k.policy.pmd_mapped(mem, heads)
+    # folio_test_pmd_mappable(): NR_SHMEM_THPS / NR_FILE_THPS at page-cache insertion
+    pmd_order = mem.order[heads] >= HPAGE_PMD_ORDER
     s = lambda m: int(nr[m].sum())
     anon_lru = lru & swapbacked             # anon and shmem live on the anon LRU
     file_lru = lru & ~swapbacked            # page cache and lazily freed anon

@@ -49,7 +49,10 @@ PID_MAX_LIMIT = 4 * 1024 * 1024         # PID_MAX_LIMIT on 64-bit
 TASK_COMM_LEN = 16
 ID_MAX = (1 << 32) - 2                  # uid_t/gid_t; (uid_t)-1 is no id
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE   # x86_64, 4-level page tables
-MAX_PAGECACHE_FOLIO = PMD_SIZE          # MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER
+# a file's folio_size: up to order 11 (8M), for kernels that map folios
+# larger than a PMD (the 2026 RFC); the 6.18 kernels refuse more than
+# MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER when they load the scenario
+MAX_PAGECACHE_FOLIO = 4 * PMD_SIZE
 # What the emulator can hold: its frame table and page-cache arrays are
 # dense, so the emulated RAM and file sizes are capped (a clear error
 # instead of a host MemoryError).
@@ -823,7 +826,7 @@ class _Parser:
                 folio = self.size(f, 'folio_size', where)
                 if not is_power_of_2(folio) or not PAGE_SIZE <= folio <= MAX_PAGECACHE_FOLIO:
                     self.fail(self.key_line(f, 'folio_size'), '%s: folio_size: %r must be a '
-                              'power of two from 4K to 2M' % (where, f['folio_size']))
+                              'power of two from 4K to 8M' % (where, f['folio_size']))
             path = '/' + name
             if 'path' in f:
                 path = self.str_(f, 'path', where)

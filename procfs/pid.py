@@ -83,7 +83,7 @@ def vma_counters(k, vma):
         young=(pv.young | pv.folio_referenced)[sel],
         anon=pv.anon[sel], swapbacked=pv.swapbacked[sel], ksm=pv.ksm[sel],
         locked=np.bool_(bool(vma.flags & VM_LOCKED)), pmd=pv.pmd[sel])
-    return smaps_account(pages)
+    return smaps_account(pages, pss_per_entry=k.policy.smaps_pss_per_entry)
 
 
 def thp_vma_suitable_order(vma, order):
