@@ -30,7 +30,7 @@ INIT_LAYOUT = {
 
 
 class Process:
-    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0):
+    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0, gid=0):
         self.pid = pid
         self.comm = comm
         self.ppid = ppid
@@ -38,7 +38,7 @@ class Process:
         self.mm = mm
         self.start_ticks = start_ticks
         self.uid = uid
-        self.gid = uid
+        self.gid = gid
         self.pins = {}            # (range name, page offset) -> [pfn, ...]
         self.ranges = {}          # range name -> FileObject of a shared-anon range
         self.minflt = 0
@@ -70,7 +70,8 @@ class Kernel:
             self._start_init()
         for p in scenario.processes:
             self.processes[p.pid] = Process(p.pid, p.comm, 1, p.cgroup,
-                                            MM(self.mm_ids.alloc(), config.bits), BOOT_TICKS - HZ)
+                                            MM(self.mm_ids.alloc(), config.bits), BOOT_TICKS - HZ,
+                                            p.uid, p.gid)
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault
@@ -161,6 +162,9 @@ class Kernel:
         hist.set_owners(step.index, self._mm_owners())
         try:
             handler(step)
+        except MemoryError:
+            raise StepError(step, 'the emulator ran out of host memory replaying this step '
+                            '(a size too large to emulate)') from None
         except Fault as e:
             if not step.expect_fault:
                 raise StepError(step, str(e))
@@ -192,6 +196,11 @@ class Kernel:
                 flags |= VM_SHARED | VM_MAYSHARE
         if st.kind in ('anon', 'file') and st.prot == 'rw':
             flags |= VM_ACCOUNT        # accountable_mapping(): private and writable
+            if st.size > self.mem.nr_frames * PAGE_SIZE:
+                # __vm_enough_memory(), OVERCOMMIT_GUESS: one request larger
+                # than RAM + swap fails (no swap here)
+                raise Fault('ENOMEM: a private writable mapping of %d kB is larger than the '
+                            'RAM of the machine (overcommit heuristic)' % (st.size >> 10))
         if st.addr is not None:
             addr = st.addr
             if addr + st.size > p.mm.task_size:

@@ -14,6 +14,7 @@ memory semantics; the mm core replays the steps for that.
 from collections import Counter
 from dataclasses import dataclass, field
 import re
+import reprlib
 from typing import ClassVar
 
 import yaml
@@ -46,11 +47,21 @@ DEFAULT_MEMORY = GiB
 MIN_MEMORY = 16 * MiB
 PID_MAX_LIMIT = 4 * 1024 * 1024         # PID_MAX_LIMIT on 64-bit
 TASK_COMM_LEN = 16
+ID_MAX = (1 << 32) - 2                  # uid_t/gid_t; (uid_t)-1 is no id
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE   # x86_64, 4-level page tables
 # a file's folio_size: up to order 11 (8M), for kernels that map folios
 # larger than a PMD (the 2026 RFC); the 6.18 kernels refuse more than
 # MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER when they load the scenario
 MAX_PAGECACHE_FOLIO = 4 * PMD_SIZE
+# What the emulator can hold: its frame table and page-cache arrays are
+# dense, so the emulated RAM and file sizes are capped (a clear error
+# instead of a host MemoryError).
+MAX_MEMORY = 16 * GiB
+MAX_FILE_SIZE = 64 * GiB
+MAX_MAPPING = 64 * GiB                  # per mmap/mremap: the VMA's page arrays are dense
+MAX_LFS_FILESIZE = (1 << 63) - 1
+MAX_NESTING = 64                        # YAML collections inside each other
+SIZE_SUFFIXES = 'K, M, G or T'
 
 
 class ScenarioError(Exception):
@@ -161,6 +172,8 @@ class ProcessSpec:
     pid: int
     comm: str
     cgroup: str
+    uid: int = 0                    # real, effective, saved and fs uid
+    gid: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -464,7 +477,21 @@ class _LineList(list):
 
 
 class _YamlLoader(yaml.SafeLoader):
-    pass
+    """SafeLoader that records line numbers, refuses nesting deeper than
+    MAX_NESTING (the composer recurses per level) and reports integers it
+    cannot read at their line."""
+
+    def compose_node(self, parent, index):
+        depth = getattr(self, '_depth', 0)
+        if depth >= MAX_NESTING:
+            raise yaml.composer.ComposerError(
+                None, None, 'collections nested more than %d deep' % MAX_NESTING,
+                self.peek_event().start_mark)
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
 
 
 def _construct_map(loader, node):
@@ -498,8 +525,35 @@ def _construct_seq(loader, node):
     return s
 
 
+def _construct_int(loader, node):
+    text = loader.construct_scalar(node)
+    try:
+        v = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, 'the integer %s... is too long to read' % text[:20],
+            node.start_mark) from None
+    if v == 0 and text.lstrip().startswith('-'):
+        raise yaml.constructor.ConstructorError(
+            None, None, 'negative zero (%s): write 0' % text, node.start_mark)
+    return v
+
+
+_YamlLoader.add_constructor('tag:yaml.org,2002:int', _construct_int)
 _YamlLoader.add_constructor('tag:yaml.org,2002:map', _construct_map)
 _YamlLoader.add_constructor('tag:yaml.org,2002:seq', _construct_seq)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.repr__LineList = _REPR.repr_list          # reprlib dispatches on the type's name
+_REPR.repr__LineMap = _REPR.repr_dict
+
+
+def _short(v):
+    """repr() of a value from the file, bounded in depth and length (YAML
+    aliases can make a small file hold an exponentially large list)."""
+    return _REPR.repr(v)
 
 
 def _type_name(v):
@@ -514,8 +568,8 @@ def _type_name(v):
     if isinstance(v, int):
         return 'an integer (%d)' % v
     if isinstance(v, str):
-        return 'a string (%r)' % v
-    return '%s (%r)' % (type(v).__name__, v)
+        return 'a string (%s)' % _short(v)
+    return '%s (%s)' % (type(v).__name__, _short(v))
 
 
 # --- the parser ------------------------------------------------------------------
@@ -525,7 +579,7 @@ TOP_KEYS = ('format', 'name', 'description', 'kernel', 'files', 'cgroups',
 KERNEL_KEYS = ('memory', 'page_size', 'thp', 'mapcount', 'bits')
 THP_KEYS = ('enabled', 'sizes', 'shmem_enabled', 'use_zero_page')
 FILE_KEYS = ('name', 'size', 'folio_size', 'path')
-PROCESS_KEYS = ('pid', 'comm', 'cgroup')
+PROCESS_KEYS = ('pid', 'comm', 'cgroup', 'uid', 'gid')
 RANGE_KEYS = ('vma', 'offset', 'length')
 # operation -> (required keys, optional keys); `pid` and `expect` are added
 # to every operation except thp and snapshot
@@ -575,7 +629,9 @@ class _Parser:
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             what = ' '.join(p for p in (e.problem, '(%s)' % e.context if e.context else None) if p)
-            self.fail(mark.line + 1 if mark else None, 'YAML syntax error: %s' % what)
+            kind = 'YAML' if isinstance(e, (yaml.constructor.ConstructorError,
+                                            yaml.composer.ComposerError)) else 'YAML syntax error'
+            self.fail(mark.line + 1 if mark else None, '%s: %s' % (kind, what))
         except yaml.reader.ReaderError as e:
             line = text.count('\n', 0, e.position) + 1 if isinstance(text, str) else None
             self.fail(line, 'YAML error: %s' % str(e).splitlines()[0])
@@ -637,15 +693,15 @@ class _Parser:
     def choice(self, m, key, choices, where):
         v = m[key]
         if not isinstance(v, str) or v not in choices:
-            self.fail(self.key_line(m, key), '%s: %s: bad value %r (expected one of: %s)'
-                      % (where, key, v, ', '.join(map(str, choices))))
+            self.fail(self.key_line(m, key), '%s: %s: bad value %s (expected one of: %s)'
+                      % (where, key, _short(v), ', '.join(map(str, choices))))
         return v
 
     def size(self, m, key, where):
         v = m[key]
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             self.fail(self.key_line(m, key), '%s: %s: expected a size (bytes, or a number '
-                      'with K, M or G), got %s' % (where, key, _type_name(v)))
+                      'with %s), got %s' % (where, key, SIZE_SUFFIXES, _type_name(v)))
         try:
             return size_bytes(v)
         except ValueError as e:
@@ -659,8 +715,24 @@ class _Parser:
         if v < 0:
             self.fail(line, '%s: %s: must not be negative, got %d' % (where, key, v))
         if v % PAGE_SIZE:
-            self.fail(line, '%s: %s: %d is not a multiple of the page size (4K)'
-                      % (where, key, v))
+            up = -(-v // PAGE_SIZE) * PAGE_SIZE
+            self.fail(line, '%s: %s: %d is not a multiple of the page size (4K); the '
+                      'kernel would round it up to %s (write that)' % (where, key, v,
+                                                                   size_name(up)))
+        return v
+
+    def mapping_size(self, m, key, where):
+        """A page-multiple mapping size that fits in the user address space
+        (larger, mmap and mremap fail with ENOMEM whatever else)."""
+        v = self.page_multiple(m, key, where, positive=True)
+        if v > TASK_SIZE_MAX:
+            self.fail(self.key_line(m, key), '%s: %s: %s is larger than the user address '
+                      'space (128T on x86_64): mmap(2) fails with ENOMEM'
+                      % (where, key, size_name(v)))
+        if v > MAX_MAPPING:
+            self.fail(self.key_line(m, key), '%s: %s: %s is more than the emulator holds in '
+                      'one mapping (at most %s)' % (where, key, size_name(v),
+                                                    size_name(MAX_MAPPING)))
         return v
 
     def address(self, m, key, where, size):
@@ -685,8 +757,8 @@ class _Parser:
         self.keys(doc, TOP_KEYS, 'top level', required=('format', 'name'))
         fmt = doc['format']
         if isinstance(fmt, bool) or fmt != FORMAT_VERSION:
-            self.fail(self.key_line(doc, 'format'), 'format: %r is not supported (this '
-                      'loader reads format %d)' % (fmt, FORMAT_VERSION))
+            self.fail(self.key_line(doc, 'format'), 'format: %s is not supported (this '
+                      'loader reads format %d)' % (_short(fmt), FORMAT_VERSION))
         name = self.str_(doc, 'name', 'top level', NAME_RE)
         description = ''
         if doc.get('description') is not None:
@@ -713,6 +785,9 @@ class _Parser:
             if memory < MIN_MEMORY or memory % PMD_SIZE:
                 self.fail(self.key_line(k, 'memory'), 'kernel: memory: %s must be at least '
                           '%s and a multiple of 2M' % (k['memory'], size_name(MIN_MEMORY)))
+            if memory > MAX_MEMORY:
+                self.fail(self.key_line(k, 'memory'), 'kernel: memory: %s is more than the '
+                          'emulator holds (at most %s)' % (k['memory'], size_name(MAX_MEMORY)))
         if 'page_size' in k and self.size(k, 'page_size', 'kernel') != PAGE_SIZE:
             self.fail(self.key_line(k, 'page_size'), 'kernel: page_size: %r is not '
                       'supported (fixed at 4K in format 1)' % (k['page_size'],))
@@ -776,6 +851,10 @@ class _Parser:
             size = self.size(f, 'size', where)
             if size < 0:
                 self.fail(self.key_line(f, 'size'), '%s: size: must not be negative' % where)
+            if size > MAX_FILE_SIZE:
+                self.fail(self.key_line(f, 'size'), '%s: size: %s is more than the emulator '
+                          'holds (files up to %s)' % (where, size_name(size),
+                                                      size_name(MAX_FILE_SIZE)))
             folio = PAGE_SIZE
             if 'folio_size' in f:
                 folio = self.size(f, 'folio_size', where)
@@ -840,7 +919,9 @@ class _Parser:
                 if cgroup not in cgroups:
                     self.fail(self.key_line(p, 'cgroup'), '%s: unknown cgroup %r (cgroups: %s)'
                               % (where, cgroup, ', '.join(cgroups)))
-            out.append(ProcessSpec(pid, comm, cgroup))
+            uid = self.int_(p, 'uid', where, 0, ID_MAX) if 'uid' in p else 0
+            gid = self.int_(p, 'gid', where, 0, ID_MAX) if 'gid' in p else 0
+            out.append(ProcessSpec(pid, comm, cgroup, uid, gid))
         return out
 
     def comm(self, m, where):
@@ -893,8 +974,8 @@ class _Parser:
         common = {'index': index, 'line': line, 'expect_fault': False}
         if 'expect' in a:
             if a['expect'] != 'fault':
-                self.fail(self.key_line(a, 'expect'), "%s: expect: bad value %r (the only "
-                          "expectation is 'fault')" % (where, a['expect']))
+                self.fail(self.key_line(a, 'expect'), "%s: expect: bad value %s (the only "
+                          "expectation is 'fault')" % (where, _short(a['expect'])))
             common['expect_fault'] = True
         pid = self.int_(a, 'pid', where)
         proc = self.book.procs.get(pid)
@@ -924,7 +1005,7 @@ class _Parser:
         if op == 'mremap':
             new_size = r.size
             if 'new_size' in a:
-                new_size = self.page_multiple(a, 'new_size', where, positive=True)
+                new_size = self.mapping_size(a, 'new_size', where)
             move_to = None
             if 'move_to' in a:
                 move_to = self.address(a, 'move_to', where, new_size)
@@ -961,7 +1042,7 @@ class _Parser:
         if name in proc.ranges:
             self.fail(self.key_line(a, 'name'), '%s: name %r is already used in pid %d'
                       % (where, name, pid))
-        size = self.page_multiple(a, 'size', where, positive=True)
+        size = self.mapping_size(a, 'size', where)
         kind = self.choice(a, 'kind', KINDS, where) if 'kind' in a else 'anon'
         file, file_offset = None, 0
         if kind in FILE_KINDS:
@@ -973,6 +1054,11 @@ class _Parser:
                           % (where, file, ', '.join(self.files) or 'none'))
             if 'file_offset' in a:
                 file_offset = self.page_multiple(a, 'file_offset', where)
+                if file_offset + size > MAX_LFS_FILESIZE:
+                    # file_mmap_ok(): mmap(2) fails with EOVERFLOW
+                    self.fail(self.key_line(a, 'file_offset'), '%s: file_offset: %s + size %s '
+                              'is past the largest file offset (8E): mmap(2) fails with '
+                              'EOVERFLOW' % (where, size_name(file_offset), size_name(size)))
         else:
             for key in ('file', 'file_offset'):
                 if key in a:
@@ -982,9 +1068,9 @@ class _Parser:
         align = PAGE_SIZE
         if 'align' in a:
             align = self.size(a, 'align', where)
-            if not is_power_of_2(align) or align < PAGE_SIZE:
+            if not is_power_of_2(align) or align < PAGE_SIZE or align > TASK_SIZE_MAX:
                 self.fail(self.key_line(a, 'align'), '%s: align: %r must be a power of two '
-                          '>= 4K' % (where, a['align']))
+                          'from 4K to 64T' % (where, a['align']))
         addr = None
         if 'addr' in a:
             addr = self.address(a, 'addr', where, size)
@@ -999,8 +1085,8 @@ class _Parser:
             self.keys(args, ('label',), where, required=('label',))
             label, label_line = args['label'], self.key_line(args, 'label')
         if not isinstance(label, str) or not NAME_RE.fullmatch(label):
-            self.fail(label_line, '%s: label %r must be a string matching [a-z0-9-]+'
-                      % (where, label))
+            self.fail(label_line, '%s: label %s must be a string matching [a-z0-9-]+'
+                      % (where, _short(label)))
         if label in self.labels:
             self.fail(label_line, '%s: label %r already used at step %d'
                       % (where, label, self.labels[label]))

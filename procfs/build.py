@@ -12,7 +12,7 @@ from mmcore.scenario import load_scenario
 from . import debug
 from . import pid as pidfiles
 from . import system
-from .tree import BinaryFile, Dir, Symlink, TextFile
+from .tree import BinaryFile, Dir, Symlink, TextFile, walk
 
 PID_MAX = 4194304
 THREADS_MAX = 191675
@@ -28,8 +28,8 @@ PID_TEXT_FILES = [
 ]
 
 
-def _text(k, fn, *args, mode=0o444, uid=0, write_errno=errno.EINVAL):
-    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=uid, write_errno=write_errno)
+def _text(k, fn, *args, mode=0o444, uid=0, gid=0, write_errno=errno.EINVAL):
+    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=gid, write_errno=write_errno)
 
 
 def _top(k, fn):
@@ -37,8 +37,12 @@ def _top(k, fn):
     return _text(k, fn, write_errno=errno.EIO)
 
 
+# the files whose open goes through proc_mem_open() (mm_access())
+MM_ACCESS_FILES = ('maps', 'smaps', 'smaps_rollup', 'numa_maps', 'pagemap')
+
+
 def pid_dir(k, proc):
-    entries = {name: _text(k, fn, proc, mode=mode, uid=proc.uid)
+    entries = {name: _text(k, fn, proc, mode=mode, uid=proc.uid, gid=proc.gid)
                for name, fn, mode in PID_TEXT_FILES}
 
     def read_pagemap(offset, size, ctx):
@@ -51,6 +55,10 @@ def pid_dir(k, proc):
     entries['pagemap'] = BinaryFile(read_pagemap, pidfiles.pagemap_size(proc), mode=0o400,
                                     uid=proc.uid, gid=proc.gid, extents=pagemap_extents)
     entries['exe'] = Symlink(pidfiles.exe_path(proc), uid=proc.uid, gid=proc.gid)
+    owner = (proc.uid, proc.gid)
+    for name in MM_ACCESS_FILES + ('exe',):
+        entries[name].ptrace_owner = owner
+    entries['cmdline'].seq_lseek = False        # proc_pid_cmdline_ops: generic_file_llseek
     return Dir(entries, uid=proc.uid, gid=proc.gid)
 
 
@@ -133,13 +141,21 @@ def sys_dir(k):
     debugfs = Dir({'mmemu': Dir({'folios': _text(k, debug.folios, mode=0o400),
                                  'mm_ids': _text(k, debug.mm_ids, mode=0o400)}, mode=0o500)},
                   mode=0o700)
-    return Dir({
+    return _sysfs_lseek(Dir({
         'kernel': Dir({'mm': Dir({'transparent_hugepage': Dir(thp)}), 'debug': debugfs}),
         'devices': Dir({'system': Dir({'node': Dir({'node0': Dir({
             'meminfo': _text(k, system.node_meminfo)})})})}),
         'fs': Dir({'cgroup': Dir({'memory': _cgroup_tree(k, v1_files),
                                   'unified': _cgroup_tree(k, v2_files)})}),
-    })
+    }))
+
+
+def _sysfs_lseek(root):
+    """sysfs and cgroupfs files seek as kernfs_fop_llseek() does (any
+    whence), not as procfs' seq_lseek()."""
+    for _, node in walk(root):
+        node.seq_lseek = False
+    return root
 
 
 def kernel_tree(k, with_init=True):
@@ -196,7 +212,8 @@ def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
         try:
             k.run(sc.steps, stop_at)
         except StepError as e:
-            raise StepError(None, '%s: %s (kernel config %s)' % (scenario_path, e, cfg.name))
+            raise StepError(e.step, '%s (kernel config %s)' % (e.reason, cfg.name),
+                            path=scenario_path) from None
     return sc, out
 
 

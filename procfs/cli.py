@@ -398,7 +398,7 @@ def cmd_check(args):
 
 
 def _add_build_options(p):
-    p.add_argument('--config', metavar='FILE', action='extend', nargs='+',
+    p.add_argument('--config', metavar='FILE', action='extend', nargs='+', default=None,
                    help='kernel config (configs/kernels/*.yaml); repeatable; '
                         'default: every 64-bit config in configs/kernels/')
     p.add_argument('--stop-at', metavar='LABEL',
@@ -475,14 +475,14 @@ def make_parser():
     p.set_defaults(func=cmd_umount)
 
     p = sub.add_parser('export', help='write the tree into a directory as plain files')
-    p.add_argument('scenario', metavar='SCENARIO')
-    p.add_argument('directory', metavar='DIR', help='created; must be absent or empty')
+    p.add_argument('scenario', metavar='SCENARIO', nargs='?')
+    p.add_argument('directory', metavar='DIR', nargs='?', help='created; must be absent or empty')
     _add_build_options(p)
     _add_tree_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser('diff', help='what the kernel configs change for a scenario')
-    p.add_argument('scenario', metavar='SCENARIO')
+    p.add_argument('scenario', metavar='SCENARIO', nargs='?')
     _add_build_options(p)
     p.set_defaults(func=cmd_diff)
 
@@ -520,7 +520,7 @@ def make_parser():
     p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser('tools', help='what monitoring tools would report for a scenario')
-    p.add_argument('scenario', metavar='SCENARIO')
+    p.add_argument('scenario', metavar='SCENARIO', nargs='?')
     _add_build_options(p)
     p.set_defaults(func=cmd_tools)
     return ap
@@ -542,8 +542,55 @@ def _is_user_error(e):
     return isinstance(e, OSError) or type(e).__module__.split('.')[0] in ('mmcore', 'procfs')
 
 
+# positionals each command needs; `--config A B SCENARIO` leaves them at the
+# end of the --config list (nargs='+' is greedy), they are taken back here
+_REQUIRED_POSITIONALS = {'export': ('scenario', 'directory'), 'diff': ('scenario',),
+                         'tools': ('scenario',)}
+
+
+def _looks_like_scenario(path):
+    """A scenario file has top-level `steps:` or `processes:`; a kernel
+    config has neither."""
+    try:
+        text = Path(path).read_text(errors='replace')
+    except OSError:
+        return False
+    return re.search(r'^(steps|processes)\s*:', text, re.M) is not None
+
+
+def _untangle_positionals(parser, args):
+    """Positionals that a greedy `--config A B ...` swallowed go back to
+    their places: the last words of the list, as many as are missing (for
+    mount: a trailing directory is the mount point, a trailing scenario
+    file the scenario)."""
+    configs = getattr(args, 'config', None)
+    names = _REQUIRED_POSITIONALS.get(args.command)
+    if names:
+        missing = [n for n in names if getattr(args, n) is None]
+        given = [n for n in names if getattr(args, n) is not None]
+        if missing and configs and len(configs) > len(missing):
+            taken = configs[-len(missing):]
+            del configs[-len(missing):]
+            values = [getattr(args, n) for n in given]
+            # positionals given before --config come first
+            for n, v in zip(names, values + taken):
+                setattr(args, n, v)
+        missing = [n for n in names if getattr(args, n) is None]
+        if missing:
+            parser.error('%s: the following arguments are required: %s'
+                         % (args.command, ', '.join(n.upper() if n != 'directory' else 'DIR'
+                                                    for n in missing)))
+    elif args.command == 'mount' and configs and len(configs) > 1:
+        if args.mountpoint is None and os.path.isdir(configs[-1]) and len(configs) > 1:
+            args.mountpoint = configs.pop()
+        if args.scenario is None and len(configs) > 1 and _looks_like_scenario(configs[-1]):
+            args.scenario = configs.pop()
+    return args
+
+
 def main(argv=None):
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = _untangle_positionals(parser, parser.parse_args(argv))
     try:
         return args.func(args)
     except KeyboardInterrupt:
