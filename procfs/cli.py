@@ -487,7 +487,7 @@ def make_parser():
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser('cost', help='what each step costs the kernel code, per config')
-    p.add_argument('scenario', metavar='SCENARIO')
+    p.add_argument('scenario', metavar='SCENARIO', nargs='?')
     p.add_argument('--config', metavar='FILE', action='extend', nargs='+',
                    help='kernel config (configs/kernels/*.yaml); repeatable; '
                         'default: every 64-bit config in configs/kernels/')
@@ -497,7 +497,7 @@ def make_parser():
 
     p = sub.add_parser('check', help='validate scenario files; --verify checks their '
                        'expect steps')
-    p.add_argument('scenario', metavar='SCENARIO', nargs='+')
+    p.add_argument('scenario', metavar='SCENARIO', nargs='*')
     p.add_argument('--verify', action='store_true',
                    help='replay and report every expectation as passed or failed '
                         '(exit status 1 on any failure)')
@@ -545,13 +545,16 @@ def _is_user_error(e):
 # positionals each command needs; `--config A B SCENARIO` leaves them at the
 # end of the --config list (nargs='+' is greedy), they are taken back here
 _REQUIRED_POSITIONALS = {'export': ('scenario', 'directory'), 'diff': ('scenario',),
-                         'tools': ('scenario',)}
+                         'tools': ('scenario',), 'cost': ('scenario',)}
 
 
 def _looks_like_scenario(path):
-    """A scenario file has top-level `steps:` or `processes:`; a kernel
-    config has neither."""
+    """A capture, or a scenario file (top-level `steps:` or `processes:`);
+    a kernel config is neither."""
+    from mmcore.capture import is_capture
     try:
+        if is_capture(path):
+            return True
         text = Path(path).read_text(errors='replace')
     except OSError:
         return False
@@ -580,6 +583,13 @@ def _untangle_positionals(parser, args):
             parser.error('%s: the following arguments are required: %s'
                          % (args.command, ', '.join(n.upper() if n != 'directory' else 'DIR'
                                                     for n in missing)))
+    elif args.command == 'check':
+        # `check --config A B S1 S2`: the scenarios are the trailing words
+        # that are no kernel config
+        while configs and len(configs) > 1 and _looks_like_scenario(configs[-1]):
+            args.scenario.insert(0, configs.pop())
+        if not args.scenario:
+            parser.error('check: the following arguments are required: SCENARIO')
     elif args.command == 'mount' and configs and len(configs) > 1:
         if args.mountpoint is None and os.path.isdir(configs[-1]) and len(configs) > 1:
             args.mountpoint = configs.pop()

@@ -94,6 +94,30 @@ def test_mount_takes_back_a_scenario_and_a_mount_point(tmp_path):
     assert (a.config, a.scenario, a.mountpoint) == ([str(cfg)] * 2, str(scen), str(mp))
 
 
+def test_check_and_cost_take_back_their_scenarios(tmp_path):
+    """`check --config A B S1 S2` and `cost --config A B S`: the trailing
+    scenario files go back to SCENARIO."""
+    scen = tmp_path / 's.yaml'
+    scen.write_text(SCENARIO)
+    cfg = tmp_path / 'k.yaml'
+    cfg.write_text('name: k\nCONFIG_PAGE_MAPCOUNT: y\n')
+    a = parse('check', '--verify', '--config', cfg, cfg, scen, scen)
+    assert (a.config, a.scenario) == ([str(cfg)] * 2, [str(scen)] * 2)
+    a = parse('check', scen, '--config', cfg)
+    assert (a.config, a.scenario) == ([str(cfg)], [str(scen)])
+    a = parse('cost', '--config', cfg, cfg, scen)
+    assert (a.config, a.scenario) == ([str(cfg)] * 2, str(scen))
+
+
+def test_check_without_a_scenario_is_a_usage_error(capsys, tmp_path):
+    cfg = tmp_path / 'k.yaml'
+    cfg.write_text('name: k\nCONFIG_PAGE_MAPCOUNT: y\n')
+    with pytest.raises(SystemExit) as ei:
+        parse('check', '--config', cfg)
+    assert ei.value.code == 2
+    assert 'required: SCENARIO' in capsys.readouterr().err
+
+
 def test_missing_scenario_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as ei:
         parse('diff', '--config', 'A')
