@@ -41,6 +41,25 @@ class OutOfMemory(Exception):
     pass
 
 
+def sorted_groups(keys):
+    """(sorted unique keys, count of each) by one sort: linear in practice
+    where np.unique's hash path is not (keys come mostly in order)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if len(keys) == 0:
+        return keys, np.zeros(0, dtype=np.int64)
+    s = np.sort(keys, kind='stable')
+    first = np.empty(len(s), dtype=bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(s)))
+    return s[starts], counts
+
+
+def sorted_unique(keys):
+    return sorted_groups(keys)[0]
+
+
 class PhysMem:
     """Frames and folio state of the whole machine."""
 
@@ -131,7 +150,7 @@ class PhysMem:
         if len(heads) == 0:
             return
         orders = self.order[heads].astype(np.int64)
-        for o in np.unique(orders):
+        for o in sorted_unique(orders):
             hs = heads[orders == o]
             pfns = (hs[:, None] + np.arange(1 << int(o))).ravel()
             self.free[pfns] = True
@@ -147,15 +166,29 @@ class PhysMem:
 
     def folio_put(self, heads, refs):
         """Drops references; frees folios that reach zero (folio_put)."""
-        np.subtract.at(self.refcount, heads, refs)
-        uniq = np.unique(heads)
+        uniq = self._sub_refs(heads, refs)
         dead = uniq[self.refcount[uniq] <= 0]
         if len(dead):
             self.refcount[dead] = 0
             self.free_folios(dead)
         return dead
 
+    def _sub_refs(self, heads, refs):
+        """refcount[heads] -= refs, a head may repeat; returns the unique heads."""
+        heads = np.asarray(heads, dtype=np.int64)
+        if np.ndim(refs) == 0:
+            uniq, counts = sorted_groups(heads)
+            self.refcount[uniq] -= counts * int(refs)
+            return uniq
+        np.subtract.at(self.refcount, heads, refs)
+        return sorted_unique(heads)
+
     def folio_get(self, heads, refs):
+        heads = np.asarray(heads, dtype=np.int64)
+        if np.ndim(refs) == 0:
+            uniq, counts = sorted_groups(heads)
+            self.refcount[uniq] += counts * int(refs)
+            return
         np.add.at(self.refcount, heads, refs)
 
     def nr_free_frames(self):

@@ -14,13 +14,14 @@ from collections import Counter
 
 import numpy as np
 
+from .memory import sorted_groups
 from .memory import FL_ANON, FL_PARTIALLY_MAPPED, FL_PAGECACHE, FL_SWAPBACKED, HPAGE_PMD_ORDER
 
 
 def group_by_folio(mem, pfns):
     """(pfns, sorted unique heads, per-head count) for a batch of pages."""
     pfns = np.asarray(pfns, dtype=np.int64)
-    heads, counts = np.unique(mem.head[pfns], return_counts=True)
+    heads, counts = sorted_groups(mem.head[pfns])
     return pfns, heads, counts
 
 

@@ -4,7 +4,7 @@ zap_huge_pmd; mm/vma.c do_vmi_munmap; kernel/exit.c)."""
 import numpy as np
 
 from .memory import FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_REFERENCED, FL_SWAPBACKED, \
-    HPAGE_PMD_NR, PAGE_SHIFT
+    HPAGE_PMD_NR, PAGE_SHIFT, sorted_unique
 from .mm import PTE_DIRTY, PTE_PMD, PTE_YOUNG
 from . import pmd as pmdops
 
@@ -54,9 +54,9 @@ def zap_range(k, mm, vma, lo, hi):
         heads = mem.head[pfns]
         filep = (mem.flags[heads] & FL_ANON) == 0
         dirty = filep & ((vma.bits[ridx] & PTE_DIRTY) != 0)
-        mem.flags[np.unique(heads[dirty])] |= FL_DIRTY
+        mem.flags[sorted_unique(heads[dirty])] |= FL_DIRTY
         young = filep & ((vma.bits[ridx] & PTE_YOUNG) != 0)
-        folio_mark_accessed(mem, np.unique(heads[young]))
+        folio_mark_accessed(mem, sorted_unique(heads[young]))
         k.rmap.remove_ptes(mm.mm_id, pfns)
         add_rss_by_kind(mm, mem, heads, -1)
         mem.folio_put(heads, 1)
