@@ -67,6 +67,7 @@ class PhysMem:
         n = memory_bytes >> PAGE_SHIFT
         self.nr_frames = n
         self.free = np.ones(n, dtype=bool)
+        self._low = 0                # every frame below is allocated
         # per PFN: head PFN of the folio it belongs to (-1: free frame)
         self.head = np.full(n, -1, dtype=np.int64)
         # per folio (valid at the head PFN)
@@ -114,17 +115,25 @@ class PhysMem:
     def alloc(self, order, count):
         """Allocates `count` folios of `order` at the lowest free naturally
         aligned blocks; returns their head PFNs (ascending).  State fields
-        start as prep_compound_head() leaves them: unmapped, free slots."""
+        start as prep_compound_head() leaves them: unmapped, free slots.
+        The search starts at the lowest frame that may be free."""
         if count <= 0:
             return np.zeros(0, dtype=np.int64)
         nr = 1 << order
         usable = self.nr_frames - self.nr_frames % nr
-        blocks = self.free[:usable].reshape(-1, nr).all(axis=1)
-        idx = np.flatnonzero(blocks)
+        start = self._low // nr * nr
+        window = max(2 * count * nr, 1 << 16)
+        while True:
+            end = min(usable, start + window // nr * nr)
+            blocks = self.free[start:end].reshape(-1, nr).all(axis=1)
+            idx = np.flatnonzero(blocks)
+            if len(idx) >= count or end >= usable:
+                break
+            window *= 4
         if len(idx) < count:
             raise OutOfMemory('out of memory: %d folios of order %d wanted, %d free'
                               % (count, order, len(idx)))
-        heads = idx[:count].astype(np.int64) * nr
+        heads = start + idx[:count].astype(np.int64) * nr
         pfns = (heads[:, None] + np.arange(nr)).ravel()
         self.free[pfns] = False
         self.head[pfns] = np.repeat(heads, nr)
@@ -143,6 +152,8 @@ class PhysMem:
         self.memcg[heads] = 0
         self.mapping[heads] = -1
         self.index[heads] = 0
+        nz = np.flatnonzero(self.free[self._low:end])
+        self._low += int(nz[0]) if len(nz) else end - self._low
         return heads
 
     def free_folios(self, heads):
@@ -154,6 +165,7 @@ class PhysMem:
             hs = heads[orders == o]
             pfns = (hs[:, None] + np.arange(1 << int(o))).ravel()
             self.free[pfns] = True
+            self._low = min(self._low, int(hs.min()))
             self.head[pfns] = -1
             self.page_mapcount[pfns] = 0
             self.anon_exclusive[pfns] = False
@@ -190,6 +202,12 @@ class PhysMem:
             self.refcount[uniq] += counts * int(refs)
             return
         np.add.at(self.refcount, heads, refs)
+
+    def clear_anon_exclusive_pmd(self, heads):
+        """ClearPageAnonExclusive() on every page of PMD-sized folios."""
+        heads = np.asarray(heads, dtype=np.int64)
+        usable = self.nr_frames - self.nr_frames % HPAGE_PMD_NR
+        self.anon_exclusive[:usable].reshape(-1, HPAGE_PMD_NR)[heads >> HPAGE_PMD_ORDER] = False
 
     def nr_free_frames(self):
         return int(np.count_nonzero(self.free))

@@ -14,7 +14,7 @@ import numpy as np
 
 from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED, FL_PAGECACHE,
                      FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
-                     FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
+                     FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, sorted_unique)
 from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE, \
     VM_GROWSDOWN
 from . import pmd as pmdops
@@ -61,12 +61,13 @@ class PageView:
     numa_mapcount: np.ndarray  # numa_maps gather_stats() count
 
 
-def vma_pages(k, vma):
+def vma_pages(k, vma, lo=0, hi=None):
+    """The PageView of VMA pages [lo, hi) (index 0 is page lo)."""
     mem = k.mem
     pol = k.policy
-    n = vma.nr_pages
-    pfn = vma.pfn.copy()
-    bits = vma.bits
+    hi = vma.nr_pages if hi is None else hi
+    n = hi - lo
+    pfn, bits = vma.ptes(lo, hi)
     present = pfn >= 0
     pmd = (bits & PTE_PMD) != 0
     head = np.full(n, -1, dtype=np.int64)
@@ -87,8 +88,8 @@ def vma_pages(k, vma):
     # a PMD leaf (semantics.md 12.1); the huge zero page counts as a page
     # there (pmd_page), the small zero page does not (vm_normal_page)
     first = pfn.copy()
-    for b in pmdops.pmd_leaves_in(vma, 0, n):
-        first[b:b + HPAGE_PMD_NR] = pfn[b]
+    slot = (vma.vpn0 + lo + np.arange(n)) & (HPAGE_PMD_NR - 1)
+    first[pmd] -= slot[pmd]
     pm_page = present & (normal | pmd)
     pm_exclusive = np.zeros(n, dtype=bool)
     pm_exclusive[pm_page] = pol.pagemap_exclusive(mem, first[pm_page])
@@ -300,21 +301,12 @@ def page_table_pages(mm):
     """mm_pgtables_bytes() in pages: the PTE tables, one deposited table per
     anonymous PMD leaf (huge zero page included), and the PMD and PUD
     tables over every 1G and 512G region with a mapping."""
-    pte = set(mm.pte_tables)
-    pmd_regions, pud_regions = set(), set()
-    deposited = 0
-    for v in mm.vmas:
-        present = np.flatnonzero(v.pfn >= 0)
-        if len(present) == 0:
-            continue
-        addrs = v.start + (present << PAGE_SHIFT)
-        pmd_regions.update(int(x) for x in np.unique(addrs >> 30))
-        pud_regions.update(int(x) for x in np.unique(addrs >> 39))
-        if v.is_anon:
-            deposited += len(pmdops.pmd_leaves_in(v, 0, v.nr_pages))
-    pmd_regions.update(b >> 9 for b in pte)
-    pud_regions.update(b >> 18 for b in pte)
-    return len(pte) + deposited + len(pmd_regions) + len(pud_regions)
+    pt = mm.pt
+    deposited = sum(len(v.pmd_leaves()[0]) for v in mm.vmas if v.is_anon)
+    keys = pt.keys          # every block with a PTE table or a PMD leaf
+    pmd_regions = len(sorted_unique(keys >> 9))
+    pud_regions = len(sorted_unique(keys >> 18))
+    return len(pt.table_keys()) + deposited + pmd_regions + pud_regions
 
 
 def true_page_mapcounts(k):
@@ -324,6 +316,7 @@ def true_page_mapcounts(k):
     counts = np.zeros(k.mem.nr_frames, dtype=np.int64)
     for p in k.processes.values():
         for v in p.mm.vmas:
-            pres = v.pfn >= 0
-            np.add.at(counts, v.pfn[pres], 1)
+            np.add.at(counts, v.present_ptes()[1], 1)
+            lpfn = v.pmd_leaves()[1]
+            np.add.at(counts, (lpfn[:, None] + np.arange(HPAGE_PMD_NR)).ravel(), 1)
     return counts
