@@ -151,6 +151,17 @@ class VMA:
         k, p, b = self.pt.leaves(self.vpn0 + lo, self.vpn0 + hi)
         return (k << PTE_SHIFT) - self.vpn0, p, b
 
+    def mapped_pfns(self):
+        """PFN of every present page, in address order (PMD leaves page by page)."""
+        idx, pfn, _ = self.present_ptes()
+        lidx, lpfn, _ = self.pmd_leaves()
+        if len(lidx) == 0:
+            return pfn
+        sl = np.arange(HPAGE_PMD_NR)
+        idx = np.concatenate([idx, (lidx[:, None] + sl).ravel()])
+        pfn = np.concatenate([pfn, (lpfn[:, None] + sl).ravel()])
+        return pfn[np.argsort(idx, kind='stable')]
+
     def pmd_key(self, idx):
         return (self.vpn0 + np.asarray(idx, dtype=np.int64)) >> PTE_SHIFT
 

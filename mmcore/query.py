@@ -34,7 +34,9 @@ PAGE_TYPE_BUDDY = -0x10000000
 
 @dataclass
 class PageView:
-    """Arrays over the pages of one VMA (index = page within the VMA)."""
+    """Arrays over the pages of one VMA (index = page within the VMA), or
+    over its present entries only (`idx`: page of each element, `nr`: pages
+    it stands for, 512 for a PMD leaf kept whole)."""
     present: np.ndarray
     pfn: np.ndarray            # -1 where not present
     pmd: np.ndarray            # mapped through a PMD leaf
@@ -59,15 +61,54 @@ class PageView:
     pm_exclusive: np.ndarray   # pagemap bit 56
     pm_file: np.ndarray        # pagemap bit 61
     numa_mapcount: np.ndarray  # numa_maps gather_stats() count
+    idx: np.ndarray = None
+    nr: np.ndarray = None
 
 
-def vma_pages(k, vma, lo=0, hi=None):
-    """The PageView of VMA pages [lo, hi) (index 0 is page lo)."""
+def _present_entries(k, vma, lo, hi, whole_leaves):
+    """(idx, pfn, bits, nr) of the present entries of pages [lo, hi) in
+    address order.  A PMD leaf is one element (nr 512) when whole_leaves
+    and every answer is the same for all its pages (refcount 1, or no
+    per-page mapcount in this config); else its pages one by one."""
+    mem = k.mem
+    pidx, ppfn, pbits = vma.present_ptes(lo, hi)
+    lidx, lpfn, lbits = vma.pmd_leaves(lo, hi)
+    one = np.ones(len(pidx), dtype=np.int64)
+    if len(lidx) == 0:
+        return pidx, ppfn, pbits, one
+    whole = np.zeros(len(lidx), dtype=bool)
+    if whole_leaves:
+        heads = mem.head[lpfn]
+        whole = (lidx >= lo) & (lidx + HPAGE_PMD_NR <= hi) & \
+            ((mem.refcount[heads] == 1) | (not k.policy.keeps_page_mapcount) |
+             (heads == mem.huge_zero_pfn))
+    sl = np.arange(HPAGE_PMD_NR)
+    eidx = (lidx[~whole][:, None] + sl).ravel()
+    epfn = (lpfn[~whole][:, None] + sl).ravel()
+    ebits = np.repeat(lbits[~whole], HPAGE_PMD_NR)
+    inside = (eidx >= lo) & (eidx < hi)
+    idx = np.concatenate([pidx, eidx[inside], lidx[whole]])
+    pfn = np.concatenate([ppfn, epfn[inside], lpfn[whole]])
+    bits = np.concatenate([pbits, ebits[inside], lbits[whole]])
+    nr = np.concatenate([one, np.ones(int(inside.sum()), dtype=np.int64),
+                         np.full(int(whole.sum()), HPAGE_PMD_NR, dtype=np.int64)])
+    order = np.argsort(idx, kind='stable')
+    return idx[order], pfn[order], bits[order], nr[order]
+
+
+def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False):
+    """The PageView of VMA pages [lo, hi) (index 0 is page lo); with
+    present_only, of the present entries only (see _present_entries), at a
+    cost proportional to them."""
     mem = k.mem
     pol = k.policy
     hi = vma.nr_pages if hi is None else hi
-    n = hi - lo
-    pfn, bits = vma.ptes(lo, hi)
+    if present_only or whole_leaves:
+        idx, pfn, bits, nr = _present_entries(k, vma, lo, hi, whole_leaves)
+    else:
+        pfn, bits = vma.ptes(lo, hi)
+        idx, nr = None, None
+    n = len(pfn)
     present = pfn >= 0
     pmd = (bits & PTE_PMD) != 0
     head = np.full(n, -1, dtype=np.int64)
@@ -88,7 +129,7 @@ def vma_pages(k, vma, lo=0, hi=None):
     # a PMD leaf (semantics.md 12.1); the huge zero page counts as a page
     # there (pmd_page), the small zero page does not (vm_normal_page)
     first = pfn.copy()
-    slot = (vma.vpn0 + lo + np.arange(n)) & (HPAGE_PMD_NR - 1)
+    slot = (vma.vpn0 + (lo + np.arange(n) if idx is None else idx)) & (HPAGE_PMD_NR - 1)
     first[pmd] -= slot[pmd]
     pm_page = present & (normal | pmd)
     pm_exclusive = np.zeros(n, dtype=bool)
@@ -111,7 +152,7 @@ def vma_pages(k, vma, lo=0, hi=None):
         unevictable=normal & ((hflags & FL_UNEVICTABLE) != 0),
         refcount_one=refcount_one, head=head, folio_pages=folio_pages,
         mapcount=mapcount, private=private, pm_exclusive=pm_exclusive, pm_file=pm_file,
-        numa_mapcount=numa_mapcount)
+        numa_mapcount=numa_mapcount, idx=idx, nr=nr)
 
 
 # --- per PFN -----------------------------------------------------------------------------
