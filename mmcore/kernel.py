@@ -230,7 +230,7 @@ class Kernel:
         """Frees the shmem object of a shared-anon range once no VMA maps it."""
         used = {id(v.obj) for p in self.processes.values() for v in p.mm.vmas if v.obj}
         for obj in self.objects:
-            if obj.shmem_anon and id(obj) not in used and (obj.pages >= 0).any():
+            if obj.shmem_anon and id(obj) not in used and obj.pages.any_cached():
                 truncate_object(self, obj)
 
     @property

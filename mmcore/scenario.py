@@ -272,52 +272,83 @@ class Snapshot(Step):
 
 # --- named-range bookkeeping ------------------------------------------------
 
+def _ext_set(ext, lo, hi, on):
+    """Page extents [(lo, hi)], sorted and disjoint, with [lo, hi) added
+    (on) or removed."""
+    out = []
+    for a, b in ext:
+        if b <= lo or a >= hi:
+            out.append((a, b))
+            continue
+        if a < lo:
+            out.append((a, lo))
+        if b > hi:
+            out.append((hi, b))
+    if on and hi > lo:
+        out.append((lo, hi))
+        out.sort()
+        merged = []
+        for a, b in out:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        out = merged
+    return out
+
+
+def _ext_minus(ext, other):
+    for a, b in other:
+        ext = _ext_set(ext, a, b, False)
+    return ext
+
+
 class NamedRange:
     """The pages of one range created by mmap, tracked by its name: which
-    are still mapped and which are MADV_DONTFORK (bit i = page i)."""
+    are still mapped and which are MADV_DONTFORK, as sorted page extents
+    (cost proportional to the runs, not to the size)."""
 
     __slots__ = ('name', 'kind', 'file', 'file_offset', 'size', 'mapped', 'dontfork')
 
     def __init__(self, name, size, kind='anon', file=None, file_offset=0):
         self.name, self.kind, self.file, self.file_offset = name, kind, file, file_offset
         self.size = size
-        self.mapped = (1 << size // PAGE_SIZE) - 1
-        self.dontfork = 0
+        self.mapped = [(0, size // PAGE_SIZE)] if size >= PAGE_SIZE else []
+        self.dontfork = []
 
     def __repr__(self):
         return 'NamedRange(%r, size=%d, mapped=%r)' % (self.name, self.size,
                                                        self.mapped_extents())
 
     @staticmethod
-    def _mask(offset, length):
-        return ((1 << length // PAGE_SIZE) - 1) << offset // PAGE_SIZE
+    def _pages(offset, length):
+        return offset // PAGE_SIZE, (offset + length) // PAGE_SIZE
 
     def unmap(self, offset, length):
-        self.mapped &= ~self._mask(offset, length)
+        self.mapped = _ext_set(self.mapped, *self._pages(offset, length), False)
 
     def set_dontfork(self, offset, length, on):
-        m = self._mask(offset, length)
-        self.dontfork = self.dontfork | m if on else self.dontfork & ~m
+        self.dontfork = _ext_set(self.dontfork, *self._pages(offset, length), on)
 
     def resize(self, new_size):
         """mremap: a grown range gets new mapped pages carrying the flags of
         its VMA (vma_expand() keeps vm_flags; mremap only ever resizes a
         range lying within one VMA)."""
         old_pages, new_pages = self.size // PAGE_SIZE, new_size // PAGE_SIZE
-        keep = (1 << new_pages) - 1
-        self.mapped &= keep
-        self.dontfork &= keep
+        end = max(old_pages, new_pages)
+        self.mapped = _ext_set(self.mapped, new_pages, end, False)
+        first_dontfork = bool(self.dontfork) and self.dontfork[0][0] == 0
+        self.dontfork = _ext_set(self.dontfork, new_pages, end, False)
         if new_pages > old_pages:
-            grown = keep & ~((1 << old_pages) - 1)
-            self.mapped |= grown
-            if self.dontfork & 1:
-                self.dontfork |= grown
+            self.mapped = _ext_set(self.mapped, old_pages, new_pages, True)
+            if first_dontfork:
+                self.dontfork = _ext_set(self.dontfork, old_pages, new_pages, True)
         self.size = new_size
 
     def fork_copy(self):
         """The child's view after fork (dup_mmap() skips VM_DONTCOPY VMAs),
         or None when nothing of the range is copied."""
-        mapped = self.mapped & ~self.dontfork
+        mapped = _ext_minus(self.mapped, self.dontfork)
         if not mapped:
             return None
         child = NamedRange(self.name, self.size, self.kind, self.file, self.file_offset)
@@ -328,20 +359,11 @@ class NamedRange:
         """Offset of the first mapped page, None if nothing is mapped."""
         if not self.mapped:
             return None
-        return ((self.mapped & -self.mapped).bit_length() - 1) * PAGE_SIZE
+        return self.mapped[0][0] * PAGE_SIZE
 
     def mapped_extents(self):
         """[(offset, length)] of the runs of mapped pages."""
-        out, m, page = [], self.mapped, 0
-        while m:
-            skip = (m & -m).bit_length() - 1
-            m >>= skip
-            page += skip
-            run = (~m & (m + 1)).bit_length() - 1
-            out.append((page * PAGE_SIZE, run * PAGE_SIZE))
-            m >>= run
-            page += run
-        return out
+        return [(a * PAGE_SIZE, (b - a) * PAGE_SIZE) for a, b in self.mapped]
 
 
 class _Proc:
