@@ -52,10 +52,11 @@ VM_MERGEABLE = 1 << 31
 
 PROT_FLAGS = {'rw': VM_READ | VM_WRITE, 'r': VM_READ, 'none': 0}
 
-# top of the mmap area (placements go down from there) and its extent,
-# and TASK_SIZE, per word size
-LAYOUT = {64: (0x7f0000000000, 1 << 44, (1 << 47) - PAGE_SIZE),
-          32: (0xb7f00000, 0x70000000, 0xc0000000)}
+# top of the mmap area (placements go down from there) and its extent
+# (top-down down to mmap_min_addr, 64K), and TASK_SIZE, per word size
+MMAP_MIN_ADDR = 0x10000
+LAYOUT = {64: (0x7f0000000000, 0x7f0000000000 - MMAP_MIN_ADDR, (1 << 47) - PAGE_SIZE),
+          32: (0xb7f00000, 0xb7f00000 - MMAP_MIN_ADDR, 0xc0000000)}
 HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE
 
 
@@ -150,6 +151,20 @@ class VMA:
             return z, z.copy(), np.zeros(0, dtype=np.uint8)
         k, p, b = self.pt.leaves(self.vpn0 + lo, self.vpn0 + hi)
         return (k << PTE_SHIFT) - self.vpn0, p, b
+
+    def populated_runs(self):
+        """[(first page, pages)] of the runs of 2M blocks of this VMA that
+        have a PMD leaf or a PTE table (nothing is mapped elsewhere)."""
+        a, b = self.pt._span(self.vpn0, self.end >> PAGE_SHIFT)
+        out = []
+        for key in self.pt.keys[a:b].tolist():
+            lo = max(key << PTE_SHIFT, self.vpn0) - self.vpn0
+            hi = min((key + 1) << PTE_SHIFT, self.end >> PAGE_SHIFT) - self.vpn0
+            if out and out[-1][0] + out[-1][1] == lo:
+                out[-1] = (out[-1][0], hi - out[-1][0])
+            else:
+                out.append((lo, hi - lo))
+        return out
 
     def mapped_pfns(self):
         """PFN of every present page, in address order (PMD leaves page by page)."""

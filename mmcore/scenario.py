@@ -47,6 +47,12 @@ MIN_MEMORY = 16 * MiB
 PID_MAX_LIMIT = 4 * 1024 * 1024         # PID_MAX_LIMIT on 64-bit
 TASK_COMM_LEN = 16
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE   # x86_64, 4-level page tables
+# user address space per word size: x86-64 4-level TASK_SIZE_MAX, the
+# 3G/1G split of the 32-bit profiles
+TASK_SIZE = {64: TASK_SIZE_MAX, 32: 3 * GiB}
+# the largest machine the emulator models: per-frame state of every frame
+# is kept for each kernel config served side by side
+MAX_MEMORY = 256 * GiB
 MAX_PAGECACHE_FOLIO = PMD_SIZE          # MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER
 
 
@@ -547,6 +553,30 @@ RANGE_STEPS = {'read': Read, 'write': Write, 'munmap': Munmap, 'pin': Pin,
                'unpin': Unpin, 'mprotect': Mprotect, 'madvise': Madvise}
 
 
+def size_limit_error(what, value, bits=64, memory=None, total=None):
+    """Why `value` bytes do not fit the emulated architecture, or None.
+    what: 'memory' (kernel.memory), 'mapping' (an mmap or mremap size or
+    alignment; `total` is the process's mapped size with it), 'populate'
+    (bytes a write or pin must back with new frames)."""
+    task = TASK_SIZE[bits]
+    whole = -(-task // MiB) * MiB
+    space = size_name(whole) + (' less %s' % size_name(whole - task) if whole != task else '')
+    if what == 'memory' and value > MAX_MEMORY:
+        return 'kernel: memory: %s is larger than the %s machine mmemu emulates' % (
+            size_name(value), size_name(MAX_MEMORY))
+    if what == 'mapping':
+        if value > task:
+            return '%s is larger than the user address space of a %d-bit task (%s)' % (
+                size_name(value), bits, space)
+        if total is not None and total > task:
+            return 'the process would map %s, more than its %d-bit user address space (%s)' % (
+                size_name(total), bits, space)
+    if what == 'populate' and memory is not None and value > memory:
+        return 'populating %s needs more frames than the machine has (kernel.memory %s)' % (
+            size_name(value), size_name(memory))
+    return None
+
+
 class _Parser:
     def __init__(self, path):
         self.path = path
@@ -678,6 +708,7 @@ class _Parser:
         if doc.get('description') is not None:
             description = self.str_(doc, 'description', 'top level')
         memory, thp, hints = self.parse_kernel(doc)
+        self.memory, self.bits = memory, hints.get('bits', 64)
         files = self.parse_files(doc)
         cgroups = self.parse_cgroups(doc)
         processes = self.parse_processes(doc, cgroups)
@@ -698,6 +729,9 @@ class _Parser:
             if memory < MIN_MEMORY or memory % PMD_SIZE:
                 self.fail(self.key_line(k, 'memory'), 'kernel: memory: %s must be at least '
                           '%s and a multiple of 2M' % (k['memory'], size_name(MIN_MEMORY)))
+        why = size_limit_error('memory', memory)
+        if why:
+            self.fail(self.key_line(k, 'memory'), why)
         if 'page_size' in k and self.size(k, 'page_size', 'kernel') != PAGE_SIZE:
             self.fail(self.key_line(k, 'page_size'), 'kernel: page_size: %r is not '
                       'supported (fixed at 4K in format 1)' % (k['page_size'],))
@@ -908,11 +942,17 @@ class _Parser:
             new_size = r.size
             if 'new_size' in a:
                 new_size = self.page_multiple(a, 'new_size', where, positive=True)
+                self.check_mapping(proc, a, 'new_size', where, new_size, vma)
             move_to = None
             if 'move_to' in a:
                 move_to = self.address(a, 'move_to', where, new_size)
             return Mremap(pid, vma, new_size, move_to, **common)
         offset, length = self.range_args(a, r, where)
+        if op in ('write', 'pin'):
+            why = size_limit_error('populate', length, self.bits, self.memory)
+            if why:
+                self.fail(self.key_line(a, 'length') if 'length' in a else line,
+                          '%s: %s' % (where, why))
         extra = {}
         if op == 'mprotect':
             extra['prot'] = self.choice(a, 'prot', PROTS, where)
@@ -945,6 +985,7 @@ class _Parser:
             self.fail(self.key_line(a, 'name'), '%s: name %r is already used in pid %d'
                       % (where, name, pid))
         size = self.page_multiple(a, 'size', where, positive=True)
+        self.check_mapping(proc, a, 'size', where, size, name)
         kind = self.choice(a, 'kind', KINDS, where) if 'kind' in a else 'anon'
         file, file_offset = None, 0
         if kind in FILE_KINDS:
@@ -968,6 +1009,9 @@ class _Parser:
             if not is_power_of_2(align) or align < PAGE_SIZE:
                 self.fail(self.key_line(a, 'align'), '%s: align: %r must be a power of two '
                           '>= 4K' % (where, a['align']))
+            why = size_limit_error('mapping', align, self.bits)
+            if why:
+                self.fail(self.key_line(a, 'align'), '%s: align: %s' % (where, why))
         addr = None
         if 'addr' in a:
             addr = self.address(a, 'addr', where, size)
@@ -975,6 +1019,15 @@ class _Parser:
                 self.fail(self.key_line(a, 'addr'), '%s: addr %#x is not aligned to align %s'
                           % (where, addr, size_name(align)))
         return Mmap(pid, name, size, kind, file, file_offset, prot, align, addr, **common)
+
+    def check_mapping(self, proc, a, key, where, size, name):
+        """An mmap/mremap size of range `name` against the user address
+        space, alone and with what the process's other ranges map."""
+        total = size + sum(n for other, r in proc.ranges.items() if other != name
+                           for _, n in r.mapped_extents())
+        why = size_limit_error('mapping', size, self.bits, total=total)
+        if why:
+            self.fail(self.key_line(a, key), '%s: %s: %s' % (where, key, why))
 
     def parse_snapshot(self, index, line, args, where):
         label, label_line = args, line

@@ -45,7 +45,8 @@ def pid_dir(k, proc):
                                         ctx.capable).astype('<u8').tobytes()
 
     def pagemap_extents():
-        return [((v.start >> 12) * 8, v.nr_pages * 8) for v in proc.mm.vmas]
+        return [((v.vpn0 + lo) * 8, n * 8) for v in proc.mm.vmas
+                for lo, n in v.populated_runs()]
 
     entries['pagemap'] = BinaryFile(read_pagemap, pidfiles.pagemap_size(proc), mode=0o400,
                                     uid=proc.uid, gid=proc.gid, extents=pagemap_extents)
