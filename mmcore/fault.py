@@ -10,7 +10,7 @@ time (fault-around and page-cache lookups are sequential by nature).
 import numpy as np
 
 from .errors import Fault
-from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE,
+from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_REFERENCED, FL_SWAPBACKED, FL_UPTODATE,
                      FL_DEFERRED, GUP_PIN_COUNTING_BIAS, HPAGE_PMD_NR, HPAGE_PMD_ORDER,
                      PAGE_SHIFT, PAGE_SIZE)
 from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEPAGE,
@@ -18,6 +18,7 @@ from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEP
 from .pagecache import filemap_get_folio, shmem_huge_order
 from .rmap import group_by_folio
 from .unmap import folio_mark_accessed
+from .memory import sorted_unique
 from . import pmd as pmdops
 
 FAULT_AROUND_PAGES = 16       # fault_around_bytes = 64K
@@ -114,6 +115,9 @@ def anon_read_range(k, proc, vma, lo, hi):
             if not pmd_block_free(mm, vma, b):
                 continue
             if k.thp.use_zero_page:
+                # do_huge_pmd_anonymous_page() calls vmf_anon_prepare()
+                # before mapping the huge zero page, so fork copies the PMD
+                vma.anon_vma = True
                 hz = k.mem.get_huge_zero_pfn()
                 vma.set_pmd_leaves(np.array([b]), hz, PTE_PRESENT | PTE_YOUNG | PTE_PMD)
             else:
@@ -232,6 +236,7 @@ def pmd_write_fault(k, proc, vma, b):
     if mem.anon_exclusive[head] or mem.refcount[head] == 1:
         mem.anon_exclusive[head] = True
         vma.or_bits([b], PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+        k.cost['cow_pages_reused'] += HPAGE_PMD_NR
         return
     pmdops.split_pmd(k, proc.mm, vma, b)
 
@@ -262,6 +267,7 @@ def wp_ptes(k, proc, vma, idx):
     reuse = np.zeros(len(idx), dtype=bool)
     reuse[~zero] = wp_can_reuse(k, pfns[~zero])
     r = idx[reuse]
+    k.cost['cow_pages_reused'] += len(r)
     if len(r):
         mem.anon_exclusive[pfns[reuse]] = True
         vma.or_bits(r, PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
@@ -282,6 +288,8 @@ def wp_page_copy(k, proc, vma, idx):
     if len(old_real):
         # one SUB per page: rounds over the pages of each folio
         heads = mem.head[old_real]
+        k.cost['cow_pages_copied'] += len(old_real)
+        k.cost['cow_folios_copied'] += len(np.unique(heads))
         order = np.argsort(heads, kind='stable')
         sh = heads[order]
         rank = np.arange(len(sh)) - np.searchsorted(sh, sh)
@@ -399,6 +407,9 @@ def fault_around(k, proc, vma, i):
         if mem.order[head] == HPAGE_PMD_ORDER and pmd_mappable(proc, vma, first):
             pmdops.map_file_pmd(k, proc, vma, first, head, False)
             return
+        if mem.order[head] > HPAGE_PMD_ORDER:
+            map_folio_pmds_ptes(k, proc, vma, first, head, False)
+            return
     lo, hi = vma.page_index(start), vma.page_index(end)
     idx = np.arange(lo, hi)
     index = vma.pgoff + idx
@@ -446,10 +457,37 @@ def finish_fault(k, proc, vma, i, pfn, write):
     if order == HPAGE_PMD_ORDER and pmd_mappable(proc, vma, first):
         pmdops.map_file_pmd(k, proc, vma, first, head, write)
         return
+    if order > HPAGE_PMD_ORDER:
+        map_folio_pmds_ptes(k, proc, vma, first, head, write)
+        return
     idx = np.array([i])
     if order > 0 and folio_fits(vma, first, nr) and (vma.ptes(first, first + nr)[0] < 0).all():
         idx = np.arange(first, first + nr)
     map_file_pages(k, proc, vma, idx, write)
+
+
+def map_folio_pmds_ptes(k, proc, vma, first, head, write):
+    """A page-cache folio larger than a PMD, its first page at VMA index
+    `first` (only a kernel with the 2026 RFC has such folios, policy
+    max_folio_order; RFC 13/13 "mapping folios that span multiple PMDs"):
+    every PMD-sized part of it that do_set_pmd() could map (pmd_mappable)
+    gets a PMD, the folio's other unmapped pages inside the VMA get PTEs.
+    The RFC teaches only the rmap code ("calling code still has to be
+    updated to support that"); this is the fault path its rmap allows."""
+    nr = 1 << int(k.mem.order[head])
+    ptes = []
+    for c in range(0, nr, HPAGE_PMD_NR):
+        j = first + c
+        lo, hi = max(j, 0), min(j + HPAGE_PMD_NR, vma.nr_pages)
+        if lo >= hi:
+            continue
+        empty = vma.ptes(lo, hi)[0] < 0
+        if pmd_mappable(proc, vma, j) and empty.all():
+            pmdops.map_file_pmd(k, proc, vma, j, head, write, pfn0=head + c)
+            continue
+        ptes.append(np.arange(lo, hi)[empty])
+    if ptes:
+        map_file_pages(k, proc, vma, np.concatenate(ptes), write)
 
 
 # --- long-term pins -----------------------------------------------------------------------
@@ -464,16 +502,22 @@ def pin_range(k, proc, name, start, end):
     for v in vmas:
         if not v.flags & VM_WRITE:
             raise Fault('EFAULT: pinning for write a mapping without PROT_WRITE')
+    slow_from = gup_fast_end(k, proc, start, end)
     access(k, proc, start, end, write=True)
     mem = k.mem
     base = k.range_vmas(proc, name)[0].range_start
     for v in mm.vmas_in(start, end):
         lo, hi = v.page_index(max(start, v.start)), v.page_index(min(end, v.end))
-        pfns = v.ptes(lo, hi)[0]
+        pfns, pbits = v.ptes(lo, hi)
         heads = mem.head[pfns]
-        for h in heads:
-            # follow_page_pte() with FOLL_TOUCH: mark_page_accessed() per page
-            folio_mark_accessed(mem, np.array([h]))
+        in_slow = v.start + (np.arange(lo, hi) << PAGE_SHIFT) >= slow_from
+        # gup_fast_pte_range() / gup_fast_pmd_leaf(): folio_set_referenced()
+        mem.flags[sorted_unique(heads[~in_slow])] |= FL_REFERENCED
+        # the slow path, follow_page_pte() with FOLL_TOUCH: folio_mark_accessed()
+        # per PTE-mapped page; follow_huge_pmd() only makes the PMD young
+        slow = np.flatnonzero(in_slow)
+        for j in slow[(pbits[slow] & PTE_PMD) == 0]:
+            folio_mark_accessed(mem, heads[j:j + 1])
         small = mem.order[heads] == 0
         np.add.at(mem.refcount, heads[small], GUP_PIN_COUNTING_BIAS)
         np.add.at(mem.refcount, heads[~small], 1)
@@ -482,6 +526,29 @@ def pin_range(k, proc, name, start, end):
             key = (name, ((v.start - base) >> PAGE_SHIFT) + j)
             proc.pins.setdefault(key, []).append(int(pfn))
     mm.has_pinned = True
+
+
+def gup_fast_end(k, proc, start, end):
+    """The address where gup_fast() stops on [start, end) for FOLL_WRITE:
+    the first page not mapped by a present, writable entry of a normal page
+    (gup_fast_pte_range / gup_fast_pmd_leaf).  gup_fast_fallback() hands
+    the rest, from there on, to the slow path.  gup_fast() only sets
+    PG_referenced, it never activates a folio (no folio_mark_accessed())."""
+    mem = k.mem
+    addr = start
+    while addr < end:
+        v = proc.mm.find_vma(addr)
+        if v is None:
+            return addr
+        lo, hi = v.page_index(addr), v.page_index(min(end, v.end))
+        pfn, bits = v.ptes(lo, hi)
+        ok = ((bits & (PTE_PRESENT | PTE_WRITE)) == (PTE_PRESENT | PTE_WRITE)) & (pfn >= 0)
+        ok &= (pfn != mem.zero_pfn)
+        bad = np.flatnonzero(~ok)
+        if len(bad):
+            return v.start + ((lo + int(bad[0])) << PAGE_SHIFT)
+        addr = min(end, v.end)
+    return end
 
 
 def unpin_range(k, proc, name, start, end):

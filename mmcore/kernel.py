@@ -52,7 +52,8 @@ class Kernel:
         self.policy = policy_for(config)
         self.mem = PhysMem(scenario.memory)
         self.events = Counter()
-        self.rmap = Rmap(self.mem, config, self.policy, self.events)
+        self.cost = Counter()         # what the kernel's code touched (cost.py)
+        self.rmap = Rmap(self.mem, config, self.policy, self.events, self.cost)
         self.mm_ids = MMIdAllocator(config.mm_id_max)
         self.thp = scenario.thp
         self.cgroups = list(scenario.cgroups)
@@ -60,6 +61,7 @@ class Kernel:
         self.objects = []
         self.files = {}
         for f in scenario.files.values():
+            self._check_folio_size(f)
             self.files[f.name] = self._new_object(f.name, f.path, f.size, f.folio_size)
         self.processes = {}
         if with_init:
@@ -84,6 +86,18 @@ class Kernel:
             touched = np.arange(vma.nr_pages - (used >> 12), vma.nr_pages) \
                 if extra & VM_GROWSDOWN else np.arange(used >> 12)
             fault.new_anon_folios(self, init, vma, touched, 0)
+
+    def _check_folio_size(self, f):
+        """6.18 never creates a page-cache folio above MAX_PAGECACHE_ORDER (the
+        PMD order); the RFC kernel maps folios up to order 11 (policy
+        max_folio_order)."""
+        order = (f.folio_size >> 12).bit_length() - 1
+        if order > self.policy.max_folio_order:
+            raise StepError(None, 'file %s: folio_size %dK is larger than kernel config %s '
+                            'maps (order %d > %d; Linux 6.18 caps page-cache folios at '
+                            'MAX_PAGECACHE_ORDER, the PMD order)'
+                            % (f.name, f.folio_size >> 10, self.config.name, order,
+                               self.policy.max_folio_order))
 
     # --- helpers used by the operations ------------------------------------------
     def _new_object(self, name, path, size, folio_size, shmem_anon=False):

@@ -213,9 +213,13 @@ def reclaim_pages(k, heads):
 def madvise_collapse(k, proc, vma, lo, hi):
     """madvise_collapse(): every PMD-aligned 2M block inside the range and
     the VMA is collapsed into a new PMD-mapped THP (khugepaged's limits
-    on empty, swapped and shared PTEs do not apply).  A block with no
-    writable page mapped fails with EINVAL, as do blocks that cannot be
-    collapsed; the others are collapsed all the same."""
+    on empty, swapped and shared PTEs do not apply).  Since 6.18 neither
+    __collapse_huge_page_isolate() nor hpage_collapse_scan_pmd() needs a
+    writable PTE (SCAN_PAGE_RO is gone), so pages write-protected by fork
+    and shared with a child are collapsed too: the caller gets copies in a
+    new THP, the child keeps its pages.  A block without a page table fails
+    with EINVAL, as do blocks that cannot be collapsed; the others are
+    collapsed all the same."""
     mem = k.mem
     if vma.flags & VM_NOHUGEPAGE:
         raise Fault('EINVAL: MADV_COLLAPSE on a VM_NOHUGEPAGE mapping')
@@ -230,8 +234,9 @@ def madvise_collapse(k, proc, vma, lo, hi):
                 mem.head[pfns[0]] != mem.huge_zero_pfn:
             continue
         present = (pfns >= 0) & (pfns != mem.zero_pfn) & ((bbits & PTE_PMD) == 0)
-        if not ((bbits & PTE_WRITE) != 0)[present].any():
-            failed = 'EINVAL: MADV_COLLAPSE found no writable page in a 2M block'
+        if not present.any() and not proc.mm.pt.has_table(vma.pmd_key([b]))[0]:
+            # find_pmd_or_thp_or_none(): SCAN_PMD_NULL, no page table to collapse
+            failed = 'EINVAL: MADV_COLLAPSE found no page table in a 2M block'
             continue
         heads = mem.head[pfns[present]]
         uh = np.unique(heads)

@@ -1,5 +1,7 @@
-"""Per-page mapcounts: the one place where CONFIG_PAGE_MAPCOUNT and
-CONFIG_NO_PAGE_MAPCOUNT differ.
+"""Per-page mapcounts: the one place where CONFIG_PAGE_MAPCOUNT,
+CONFIG_NO_PAGE_MAPCOUNT and the 2026 RFC "mm/rmap: support arbitrary folio
+mappings" (message-id 20260412-mapcount-v1-0-05e8dfab52e0@kernel.org, its
+patches cited below as "RFC NN/13") differ.
 
 Both configs keep the folio-level state (large mapcount, entire mapcount,
 MM-ID slots, shared bit, semantics.md 3 and 4).  PAGE_MAPCOUNT also keeps
@@ -11,8 +13,15 @@ A policy object has two halves: the write side, called by rmap.py while
 mappings are added and removed, and the read side, called by query.py for
 what /proc shows.  Every input array holds PFNs of pages of large folios
 unless a method says otherwise.
+
+The write side also counts what the kernel's code touches, into the
+`cost` Counter it is handed (cost.py names the keys): one array sum per
+batch, never a Python loop over pages.
 """
 import numpy as np
+
+from .errors import Fault
+from .memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 
 # PFN-indexed helpers shared by both configs ----------------------------------
 
@@ -48,21 +57,58 @@ def folio_average_page_mapcount(mem, heads):
     return avg
 
 
-class PageMapcount:
+class EntireMapcount:
+    """What both 6.18 configs share: folio->_entire_mapcount counts the PMD
+    mappings of a folio (semantics.md 3.1); a folio is PMD-mapped for the
+    THP statistics while it is >= 1."""
+
+    # kpagecount of a free page reads its _mapcount raw (semantics.md 12.4)
+    kpagecount_raw_page_type = False
+    # smaps_account() divides the PSS page by page, also for a PMD (6.18)
+    smaps_pss_per_entry = False
+    # 6.18 maps no folio larger than a PMD (MAX_PAGECACHE_ORDER, shmem orders)
+    max_folio_order = 9
+
+    def check_add(self, mem, heads, pages):
+        """6.18 has no counter that a mapping could overflow first."""
+
+    def pmds_added(self, mem, heads, n, cost):
+        """__folio_add_rmap(RMAP_LEVEL_PMD): one atomic_inc of
+        _entire_mapcount per PMD."""
+        mem.entire_mapcount[heads] += n
+        cost['entire_mapcount'] += len(heads)
+
+    def pmds_removed(self, mem, heads, n, cost):
+        mem.entire_mapcount[heads] -= n
+        cost['entire_mapcount'] += len(heads)
+        return self._pmd_partial(mem, heads)
+
+    def pmd_mapped(self, mem, heads):
+        """Counted in NR_ANON_THPS / NR_SHMEM_PMDMAPPED / NR_FILE_PMDMAPPED."""
+        return mem.entire_mapcount[heads] > 0
+
+    def average(self, mem, heads):
+        return folio_average_page_mapcount(mem, heads)
+
+
+class PageMapcount(EntireMapcount):
     """CONFIG_PAGE_MAPCOUNT=y."""
 
     name = 'per-page'
     keeps_page_mapcount = True
 
     # write side -------------------------------------------------------------
-    def ptes_added(self, mem, pfns, heads, counts):
+    def ptes_added(self, mem, pfns, heads, counts, cost):
         """__folio_add_rmap(RMAP_LEVEL_PTE): page->_mapcount and
         _nr_pages_mapped.  pfns are unique."""
         mem.page_mapcount[pfns] += 1
         first = mem.page_mapcount[pfns] == 1
-        np.add.at(mem.nr_pages_mapped, mem.head[pfns[first]], 1)
+        newly = mem.head[pfns[first]]
+        np.add.at(mem.nr_pages_mapped, newly, 1)
+        cost['page_mapcount'] += len(pfns)
+        cost['nr_pages_mapped'] += len(np.unique(newly))
 
-    def ptes_removed(self, mem, pfns, heads):
+    def ptes_removed(self, mem, pfns, heads, counts, cost):
         """__folio_remove_rmap(RMAP_LEVEL_PTE).  Returns, per folio of
         `heads` (unique), whether it is now partially mapped: some page
         became unmapped (while no PMD maps the folio) and some page is
@@ -73,10 +119,23 @@ class PageMapcount:
         nr_last = np.zeros(len(heads), dtype=np.int64)
         pos = np.searchsorted(heads, mem.head[last])
         np.add.at(nr_last, pos, 1)
+        cost['page_mapcount'] += len(pfns)
+        cost['nr_pages_mapped'] += int(np.count_nonzero(nr_last))
         no_pmd = mem.entire_mapcount[heads] == 0
         return (nr_last > 0) & no_pmd & (mem.nr_pages_mapped[heads] > 0)
 
-    def pmd_removed(self, mem, heads):
+    def pmds_added(self, mem, heads, n, cost):
+        """The first PMD also adds ENTIRELY_MAPPED to _nr_pages_mapped."""
+        first = mem.entire_mapcount[heads] == 0
+        super().pmds_added(mem, heads, n, cost)
+        cost['nr_pages_mapped'] += int(np.count_nonzero(first))
+
+    def pmds_removed(self, mem, heads, n, cost):
+        partial = super().pmds_removed(mem, heads, n, cost)
+        cost['nr_pages_mapped'] += int(np.count_nonzero(mem.entire_mapcount[heads] == 0))
+        return partial
+
+    def _pmd_partial(self, mem, heads):
         """__folio_remove_rmap(RMAP_LEVEL_PMD) after the entire mapcount was
         decremented: the last PMD went and some, not all, pages are still
         PTE-mapped."""
@@ -115,22 +174,23 @@ class PageMapcount:
         return self.precise(mem, pfns)
 
 
-class NoPageMapcount:
+class NoPageMapcount(EntireMapcount):
     """CONFIG_NO_PAGE_MAPCOUNT=y."""
 
     name = 'none'
     keeps_page_mapcount = False
+    kpagecount_raw_page_type = True
 
-    def ptes_added(self, mem, pfns, heads, counts):
+    def ptes_added(self, mem, pfns, heads, counts, cost):
         """Nothing per page is kept: page->_mapcount and _nr_pages_mapped
         of large folios stay unmaintained (semantics.md 7.1)."""
 
-    def ptes_removed(self, mem, pfns, heads):
+    def ptes_removed(self, mem, pfns, heads, counts, cost):
         """Partially mapped: 0 < LM < N and no PMD mapping (semantics 7.5)."""
         lm = mem.large_mapcount[heads]
         return (lm > 0) & (lm < mem.folio_nr_pages(heads)) & (mem.entire_mapcount[heads] == 0)
 
-    def pmd_removed(self, mem, heads):
+    def _pmd_partial(self, mem, heads):
         lm = mem.large_mapcount[heads]
         return (mem.entire_mapcount[heads] == 0) & (lm > 0) & (lm < mem.folio_nr_pages(heads))
 
@@ -139,19 +199,154 @@ class NoPageMapcount:
         return np.where(mem.large_mapcount[heads] > 0, mem.folio_nr_pages(heads), 0)
 
     def kpagecount(self, mem, pfns):
-        return folio_average_page_mapcount(mem, mem.head[pfns])
+        return self.average(mem, mem.head[pfns])
 
     def smaps_mapcount(self, mem, pfns):
         heads = mem.head[pfns]
-        return (folio_average_page_mapcount(mem, heads),
-                ~folio_maybe_mapped_shared(mem, heads))
+        return (self.average(mem, heads), ~folio_maybe_mapped_shared(mem, heads))
 
     def pagemap_exclusive(self, mem, pfns):
         return ~folio_maybe_mapped_shared(mem, mem.head[pfns])
 
     def numa_mapcount(self, mem, pfns):
-        return folio_average_page_mapcount(mem, mem.head[pfns])
+        return self.average(mem, mem.head[pfns])
+
+
+# The RFC -----------------------------------------------------------------------------------
+
+LONG_MAX_32 = (1 << 31) - 1
+
+
+class TotalMapcountOverflow(Fault):
+    """A mapping would overflow the 32-bit _total_mapped_pages."""
+
+
+def folio_total_mapped_pages_average(mem, heads):
+    """folio_average_page_mapcount() of RFC 13/13 (fs/proc/internal.h):
+    total = folio_total_mapped_pages() (small folios: folio_mapcount());
+    0 or a small folio: total; else (total + 2^(order-1)) >> order, at
+    least 1."""
+    heads = np.asarray(heads, dtype=np.int64)
+    order = mem.order[heads].astype(np.int64)
+    small = order == 0
+    total = np.where(small, mem.page_mapcount[heads], mem.total_mapped_pages[heads])
+    half = np.where(small, 0, np.left_shift(1, np.maximum(order - 1, 0)))
+    avg = np.maximum((total + half) >> order, 1)
+    return np.where((total == 0) | small, total, avg)
+
+
+class TotalMappedPages(NoPageMapcount):
+    """6.18 with the RFC applied (rmap: total_mapped_pages).
+
+    Write side (RFC 13/13, include/linux/rmap.h and mm/rmap.c):
+    - _entire_mapcount is gone; folio->_total_mapped_pages is added to and
+      subtracted from, under the large-mapcount lock and in the same
+      folio_{add,sub}_return_large_mapcount() call as the mapcount, by the
+      number of pages each mapping covers: a PTE adds 1, a PMD adds
+      HPAGE_PMD_NR ("a PMD-sized large folio with 512 pages that is mapped
+      through 2 PMDs and a single PTE has mapcount == 3 and 1025 total
+      mapped pages").  A PMD still adds 1 to the large mapcount.
+    - page->_mapcount and _nr_pages_mapped of large folios are not kept
+      (RFC 01/13 removes _nr_pages_mapped, 07/13 CONFIG_PAGE_MAPCOUNT).
+    - NR_ANON_MAPPED / NR_FILE_MAPPED: the whole folio from the first
+      mapping to the last (__folio_add_rmap: mapcount == nr_mappings),
+      as NO_PAGE_MAPCOUNT (cover letter, functional change 1).
+    - NR_ANON_THPS / NR_*_PMDMAPPED: only for folios of exactly
+      HPAGE_PMD_NR pages, from the first PMD (total - mapcount goes from 0
+      to nr_pages - nr_mappings) to the last (total - mapcount back to 0).
+      A folio larger than a PMD mapped by PMDs is not counted there.
+    - "certainly partially mapped" (__folio_certainly_partially_mapped):
+      total && total < folio_large_nr_pages, checked on every PTE and PMD
+      removal of an anon folio.  For folios up to PMD size this equals
+      6.18's NO_PAGE_MAPCOUNT test (0 < LM < N and no PMD): with a PMD the
+      total is >= N, without one total == LM.
+
+    Read side:
+    - kpagecount (RFC 03/13), numa_maps mapmax (02/13), smaps PSS (06/13):
+      folio_average_page_mapcount() computed from the total, see
+      folio_total_mapped_pages_average().  For PMD-sized folios this gives
+      the same numbers as 6.18's E + round((LM - E) / N).
+    - pagemap bit 56 (04/13) and smaps USS (06/13):
+      !folio_maybe_mapped_shared(folio), for PTE and PMD entries alike.
+      6.18's NO_PAGE_MAPCOUNT already answered that way on the PMD path
+      (__folio_page_mapped_exclusively() was folio-level there), so the
+      only change is against CONFIG_PAGE_MAPCOUNT's first-page quirk.
+    - smaps_account() (06/13) divides the PSS of a whole PMD entry once,
+      (folio_size << PSS_SHIFT) / mapcount, not page by page: the sums
+      can differ from 6.18 in the fixed-point remainder.
+    - a free page's kpagecount: folio_total_mapped_pages() of a small
+      folio is folio_mapcount(), which reads a page type as 0.
+
+    Open in the RFC (cover letter "Mapcount overflows", 13/13 commit
+    message): on 32-bit, _total_mapped_pages is an atomic_long_t of 32
+    bits and may overflow.  The RFC suggests "reject new folio mappings if
+    there is the possibility for mapcount + total mapped pages overflows
+    early ... stop once it would turn negative".  We do that: a mapping
+    that would take the total above LONG_MAX is refused with ENOMEM
+    (TotalMapcountOverflow, a Fault) by check_add(), which rmap.py calls
+    before it changes any mapcount of the batch; the step fails as a
+    system call would.  (Reaching it needs 2^31 mapped pages of one folio,
+    8 TiB of mappings; on 64-bit the limit is out of reach.)
+
+    Folios larger than a PMD (13/13: "mapping folios that span multiple
+    PMDs"): max_folio_order is 11 here; the callers map them with PMDs
+    where a whole aligned PMD lies in the VMA and PTEs elsewhere.
+    """
+
+    name = 'total'
+    kpagecount_raw_page_type = False
+    smaps_pss_per_entry = True
+    max_folio_order = 11
+
+    def __init__(self, bits=64):
+        self.total_max = LONG_MAX_32 if bits == 32 else (1 << 63) - 1
+
+    def check_add(self, mem, heads, pages):
+        """Refuses a batch that would take a total above total_max."""
+        new = mem.total_mapped_pages[heads] + pages
+        if len(new) and int(new.max()) > self.total_max:
+            h = int(heads[int(np.argmax(new))])
+            raise TotalMapcountOverflow(
+                'ENOMEM: folio %d: _total_mapped_pages would exceed %d (32-bit atomic_long_t; '
+                'the RFC rejects such mappings)' % (h, self.total_max))
+
+    def _add_total(self, mem, heads, pages, cost):
+        mem.total_mapped_pages[heads] += pages
+        cost['total_mapped_pages'] += len(heads)
+
+    def ptes_added(self, mem, pfns, heads, counts, cost):
+        self._add_total(mem, heads, counts, cost)
+
+    def ptes_removed(self, mem, pfns, heads, counts, cost):
+        mem.total_mapped_pages[heads] -= counts
+        cost['total_mapped_pages'] += len(heads)
+        return self._partial(mem, heads)
+
+    def pmds_added(self, mem, heads, n, cost):
+        self._add_total(mem, heads, n * HPAGE_PMD_NR, cost)
+
+    def pmds_removed(self, mem, heads, n, cost):
+        mem.total_mapped_pages[heads] -= n * HPAGE_PMD_NR
+        cost['total_mapped_pages'] += len(heads)
+        return self._partial(mem, heads)
+
+    def _partial(self, mem, heads):
+        """__folio_certainly_partially_mapped() (RFC 13/13)."""
+        t = mem.total_mapped_pages[heads]
+        return (t > 0) & (t < mem.folio_nr_pages(heads))
+
+    def pmd_mapped(self, mem, heads):
+        """RFC 13/13 __folio_add_rmap/__folio_remove_rmap: nr_pmdmapped only
+        for folio_large_nr_pages() == HPAGE_PMD_NR, while total - mapcount
+        > 0 (each PMD adds HPAGE_PMD_NR - 1 to that difference, a PTE 0)."""
+        return (mem.order[heads] == HPAGE_PMD_ORDER) & \
+            (mem.total_mapped_pages[heads] - mem.large_mapcount[heads] > 0)
+
+    def average(self, mem, heads):
+        return folio_total_mapped_pages_average(mem, heads)
 
 
 def policy_for(config):
+    if getattr(config, 'rmap', 'entire_mapcount') == 'total_mapped_pages':
+        return TotalMappedPages(getattr(config, 'bits', 64))
     return PageMapcount() if config.page_mapcount else NoPageMapcount()

@@ -76,6 +76,7 @@ class PhysMem:
         self.large_mapcount = np.zeros(n, dtype=np.int64)    # LM, logical
         self.entire_mapcount = np.zeros(n, dtype=np.int64)   # E, logical
         self.nr_pages_mapped = np.zeros(n, dtype=np.int64)   # PAGE_MAPCOUNT only
+        self.total_mapped_pages = np.zeros(n, dtype=np.int64)  # the 2026 RFC only
         self.mm_id = np.zeros((n, 2), dtype=np.int64)        # _mm_id[0], _mm_id[1]
         self.mm_id_mapcount = np.zeros((n, 2), dtype=np.int64)  # logical (stored + 1)
         self.maybe_shared = np.zeros(n, dtype=bool)          # FOLIO_MM_IDS_SHARED_BIT
@@ -144,6 +145,7 @@ class PhysMem:
         self.large_mapcount[heads] = 0
         self.entire_mapcount[heads] = 0
         self.nr_pages_mapped[heads] = 0
+        self.total_mapped_pages[heads] = 0
         self.mm_id[heads] = 0
         self.mm_id_mapcount[heads] = 0
         self.maybe_shared[heads] = False

@@ -118,12 +118,16 @@ class VMA:
 
     @property
     def pfn(self):
-        """PFN of every page of the VMA (-1: none); a copy, O(VMA size)."""
-        return self.ptes()[0]
+        """PFN of every page of the VMA (-1: none); read-only, O(VMA size)."""
+        p = self.ptes()[0]
+        p.flags.writeable = False
+        return p
 
     @property
     def bits(self):
-        return self.ptes()[1]
+        b = self.ptes()[1]
+        b.flags.writeable = False
+        return b
 
     def set_ptes(self, idx, pfn, bits):
         """Writes PTEs of pages idx (not inside a PMD leaf)."""

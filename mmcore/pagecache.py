@@ -101,7 +101,8 @@ class FileObject:
         self.shmem_anon = shmem_anon       # backs a MAP_SHARED|MAP_ANONYMOUS range
         self.inode = inode
         self.dev = SHMEM_DEV
-        self.pages = PageCacheIndex(size >> PAGE_SHIFT)
+        # a partial last page is still a page of the file (its tail reads as zeros)
+        self.pages = PageCacheIndex(-(-size >> PAGE_SHIFT))
 
     @property
     def nr_pages(self):

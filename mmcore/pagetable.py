@@ -222,6 +222,11 @@ class PageTable:
         lf = self.kind[a:b] == LEAF
         return self.keys[a:b][lf], self.val[a:b][lf], self.lbits[a:b][lf]
 
+    def has_table(self, keys):
+        pos, found = self._find(keys)
+        found[found] = self.kind[pos[found]] == TABLE
+        return found
+
     def has_entry(self, keys):
         """Per PMD index: not pmd_none()."""
         return self._find(keys)[1]

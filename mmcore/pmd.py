@@ -16,14 +16,15 @@ def pmd_leaves_in(vma, lo, hi):
     return [int(b) for b in vma.pmd_leaves(lo, hi)[0]]
 
 
-def map_file_pmd(k, proc, vma, first, head, write):
-    """do_set_pmd(): a PMD-sized page-cache folio mapped by one PMD."""
+def map_file_pmd(k, proc, vma, first, head, write, pfn0=None):
+    """do_set_pmd(): a PMD-sized page-cache folio mapped by one PMD (or the
+    PMD-sized part from pfn0 of a larger folio)."""
     bits = PTE_PRESENT | PTE_YOUNG | PTE_PMD
     if write or (vma.is_shared and vma.flags & 2):
         bits |= PTE_WRITE
     if write:
         bits |= PTE_DIRTY
-    vma.set_pmd_leaves(np.array([first]), head, bits)
+    vma.set_pmd_leaves(np.array([first]), head if pfn0 is None else pfn0, bits)
     k.rmap.add_pmd(proc.mm.mm_id, np.array([head]))
     k.mem.folio_get(np.array([head]), 1)
     proc.mm.add_rss('shmem', HPAGE_PMD_NR)

@@ -68,8 +68,9 @@ class PageView:
 def _present_entries(k, vma, lo, hi, whole_leaves):
     """(idx, pfn, bits, nr) of the present entries of pages [lo, hi) in
     address order.  A PMD leaf is one element (nr 512) when whole_leaves
-    and every answer is the same for all its pages (refcount 1, or no
-    per-page mapcount in this config); else its pages one by one."""
+    and every answer is the same for all its pages and sums over them
+    (refcount 1, or a per-folio mapcount and per-page PSS in this config);
+    else its pages one by one."""
     mem = k.mem
     pidx, ppfn, pbits = vma.present_ptes(lo, hi)
     lidx, lpfn, lbits = vma.pmd_leaves(lo, hi)
@@ -80,8 +81,8 @@ def _present_entries(k, vma, lo, hi, whole_leaves):
     if whole_leaves:
         heads = mem.head[lpfn]
         whole = (lidx >= lo) & (lidx + HPAGE_PMD_NR <= hi) & \
-            ((mem.refcount[heads] == 1) | (not k.policy.keeps_page_mapcount) |
-             (heads == mem.huge_zero_pfn))
+            ((mem.refcount[heads] == 1) | (heads == mem.huge_zero_pfn) |
+             (not k.policy.keeps_page_mapcount and not k.policy.smaps_pss_per_entry))
     sl = np.arange(HPAGE_PMD_NR)
     eidx = (lidx[~whole][:, None] + sl).ravel()
     epfn = (lpfn[~whole][:, None] + sl).ravel()
@@ -185,7 +186,7 @@ def kpagecount(k, pfns):
     folio = used & ((mem.flags[np.where(used, heads, 0)] & (FL_ZERO | FL_RESERVED)) == 0)
     if folio.any():
         out[folio] = k.policy.kpagecount(mem, pfns[folio]).astype(np.uint64)
-    if not k.policy.keeps_page_mapcount and (~used).any():
+    if k.policy.kpagecount_raw_page_type and (~used).any():
         # folio_average_page_mapcount() reads a small folio's _mapcount raw:
         # a free block's first page carries the buddy page type there
         # (semantics.md 12.4, derived and unconfirmed)
@@ -275,8 +276,9 @@ def folio_counters(k, heads):
     active = (f & FL_ACTIVE) != 0
     lru = (f & FL_LRU) != 0
     mapped = k.rmap.mapped_pages(heads)
-    pmdmapped = mem.entire_mapcount[heads] > 0
-    pmd_order = mem.order[heads] == HPAGE_PMD_ORDER
+    pmdmapped = k.policy.pmd_mapped(mem, heads)
+    # folio_test_pmd_mappable(): NR_SHMEM_THPS / NR_FILE_THPS at page-cache insertion
+    pmd_order = mem.order[heads] >= HPAGE_PMD_ORDER
     s = lambda m: int(nr[m].sum())
     anon_lru = lru & swapbacked             # anon and shmem live on the anon LRU
     file_lru = lru & ~swapbacked            # page cache and lazily freed anon

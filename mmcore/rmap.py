@@ -14,8 +14,8 @@ from collections import Counter
 
 import numpy as np
 
-from .memory import sorted_groups
-from .memory import FL_ANON, FL_PARTIALLY_MAPPED, FL_PAGECACHE, FL_SWAPBACKED, HPAGE_PMD_ORDER
+from .memory import (FL_ANON, FL_PARTIALLY_MAPPED, FL_PAGECACHE, FL_SWAPBACKED, HPAGE_PMD_NR,
+                     HPAGE_PMD_ORDER, sorted_groups)
 
 
 def group_by_folio(mem, pfns):
@@ -26,11 +26,13 @@ def group_by_folio(mem, pfns):
 
 
 class Rmap:
-    def __init__(self, mem, config, policy, events=None):
+    def __init__(self, mem, config, policy, events=None, cost=None):
         self.mem = mem
         self.config = config
         self.policy = policy
         self.events = events if events is not None else Counter()
+        # what the rmap code touches (cost.py): one sum per batch
+        self.cost = cost if cost is not None else Counter()
 
     # --- MM owner tracking (config independent) -------------------------------
     def _slots_set(self, mm_id, heads, n):
@@ -42,11 +44,17 @@ class Rmap:
         m.mm_id[heads, 1] = 0
         m.mm_id_mapcount[heads, 1] = 0
         m.maybe_shared[heads] = False
+        self.cost['large_mapcount'] += len(heads)
+        self.cost['mm_id_slots'] += 2 * len(heads)
 
     def _slots_add(self, mm_id, heads, n):
-        """folio_add_large_mapcount(): semantics.md 4.2."""
+        """folio_add_large_mapcount(): semantics.md 4.2.  One bit-spinlock
+        acquisition per folio of the batch (folio_lock_large_mapcount)."""
         m = self.mem
         m.large_mapcount[heads] += n
+        cost = self.cost
+        cost['mapcount_lock'] += len(heads)
+        cost['large_mapcount'] += len(heads)
         ids = m.mm_id[heads]
         cnt = m.mm_id_mapcount[heads]
         limit = self.config.mm_id_mapcount_max
@@ -59,6 +67,7 @@ class Rmap:
             m.mm_id_mapcount[h, slot] = np.where(over, 0, c)
             m.mm_id[h[over], slot] = 0
             m.maybe_shared[h[over]] = True
+            cost['mm_id_slots'] += len(h) + int(np.count_nonzero(over))
         rest = ~in0 & ~in1
         take0 = rest & (ids[:, 0] == 0)
         h = heads[take0]
@@ -70,12 +79,16 @@ class Rmap:
         m.mm_id[h, 1] = mm_id
         m.mm_id_mapcount[h, 1] = n[take1]
         m.maybe_shared[h] = True
+        cost['mm_id_slots'] += 2 * (int(np.count_nonzero(take0)) + len(h))
 
     def _slots_sub(self, mm_id, heads, n):
         """folio_sub_large_mapcount(): semantics.md 4.3.  The shared bit is
         re-evaluated only when a slot is freed or the MM is untracked."""
         m = self.mem
         m.large_mapcount[heads] -= n
+        cost = self.cost
+        cost['mapcount_lock'] += len(heads)
+        cost['large_mapcount'] += len(heads)
         ids = m.mm_id[heads]
         in0 = ids[:, 0] == mm_id
         in1 = ~in0 & (ids[:, 1] == mm_id)
@@ -87,6 +100,7 @@ class Rmap:
             m.mm_id_mapcount[h, slot] = np.where(gone, 0, c)
             m.mm_id[h[gone], slot] = 0
             check[np.flatnonzero(mine)[gone]] = True
+            cost['mm_id_slots'] += len(h) + int(np.count_nonzero(gone))
         h = heads[check]
         lm = m.large_mapcount[h]
         owned = (m.mm_id_mapcount[h, 0] == lm) | (m.mm_id_mapcount[h, 1] == lm)
@@ -107,18 +121,22 @@ class Rmap:
         small = heads[~large]
         m.page_mapcount[small] = 1
         m.anon_exclusive[small] = True
+        self.cost['small_mapcount'] += len(small)
         lg = heads[large]
         if len(lg) == 0:
             return
         order = int(m.order[lg[0]])
         pfns = (lg[:, None] + np.arange(1 << order)).ravel()
         m.anon_exclusive[pfns] = True
+        one = np.ones(len(lg), dtype=np.int64)
         if pmd:
-            self._slots_set(mm_id, lg, np.ones(len(lg), dtype=np.int64))
-            m.entire_mapcount[lg] = 1
+            self.policy.check_add(m, lg, one * HPAGE_PMD_NR)
+            self._slots_set(mm_id, lg, one)
+            self.policy.pmds_added(m, lg, one, self.cost)
         else:
+            self.policy.check_add(m, lg, nr[large])
             self._slots_set(mm_id, lg, nr[large])
-            self.policy.ptes_added(m, pfns, lg, nr[large])
+            self.policy.ptes_added(m, pfns, lg, nr[large], self.cost)
 
     def add_ptes(self, mm_id, pfns):
         """folio_add_{anon,file}_rmap_ptes / folio_dup_*_rmap_ptes: one PTE
@@ -127,10 +145,12 @@ class Rmap:
             return
         m = self.mem
         small, lp, lh, counts = self._split_batch(pfns)
+        self.policy.check_add(m, lh, counts)
         m.page_mapcount[small] += 1
+        self.cost['small_mapcount'] += len(small)
         if len(lh):
             self._slots_add(mm_id, lh, counts)
-            self.policy.ptes_added(m, lp, lh, counts)
+            self.policy.ptes_added(m, lp, lh, counts, self.cost)
 
     def remove_ptes(self, mm_id, pfns):
         """folio_remove_rmap_ptes(): PTEs of `pfns` (unique) zapped by the MM."""
@@ -139,9 +159,10 @@ class Rmap:
         m = self.mem
         small, lp, lh, counts = self._split_batch(pfns)
         m.page_mapcount[small] -= 1
+        self.cost['small_mapcount'] += len(small)
         if len(lh):
             self._slots_sub(mm_id, lh, counts)
-            partial = self.policy.ptes_removed(m, lp, lh)
+            partial = self.policy.ptes_removed(m, lp, lh, counts, self.cost)
             self._deferred_split(lh[partial])
 
     def _split_batch(self, pfns):
@@ -153,21 +174,26 @@ class Rmap:
         page_large = m.order[m.head[pfns]] > 0
         return pfns[~page_large], pfns[page_large], heads[large], counts[large]
 
-    def add_pmd(self, mm_id, heads):
-        """folio_add_*_rmap_pmd / folio_dup_*_rmap_pmd: one PMD each."""
+    def add_pmd(self, mm_id, heads, n=None):
+        """folio_add_*_rmap_pmd(s) / folio_dup_*_rmap_pmd: `n` PMDs of the
+        MM per folio (unique heads), one each by default; more than one
+        only for a folio larger than a PMD (RFC 13/13: nr_mappings =
+        nr_pages >> PMD_ORDER)."""
         heads = np.asarray(heads, dtype=np.int64)
         if len(heads) == 0:
             return
-        self._slots_add(mm_id, heads, np.ones(len(heads), dtype=np.int64))
-        self.mem.entire_mapcount[heads] += 1
+        n = np.ones(len(heads), dtype=np.int64) if n is None else np.asarray(n, dtype=np.int64)
+        self.policy.check_add(self.mem, heads, n * HPAGE_PMD_NR)
+        self._slots_add(mm_id, heads, n)
+        self.policy.pmds_added(self.mem, heads, n, self.cost)
 
-    def remove_pmd(self, mm_id, heads):
+    def remove_pmd(self, mm_id, heads, n=None):
         heads = np.asarray(heads, dtype=np.int64)
         if len(heads) == 0:
             return
-        self._slots_sub(mm_id, heads, np.ones(len(heads), dtype=np.int64))
-        self.mem.entire_mapcount[heads] -= 1
-        partial = self.policy.pmd_removed(self.mem, heads)
+        n = np.ones(len(heads), dtype=np.int64) if n is None else np.asarray(n, dtype=np.int64)
+        self._slots_sub(mm_id, heads, n)
+        partial = self.policy.pmds_removed(self.mem, heads, n, self.cost)
         self._deferred_split(heads[partial])
 
     def _deferred_split(self, heads):

@@ -53,7 +53,10 @@ TASK_SIZE = {64: TASK_SIZE_MAX, 32: 3 * GiB}
 # the largest machine the emulator models: per-frame state of every frame
 # is kept for each kernel config served side by side
 MAX_MEMORY = 256 * GiB
-MAX_PAGECACHE_FOLIO = PMD_SIZE          # MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER
+# a file's folio_size: up to order 11 (8M), for kernels that map folios
+# larger than a PMD (the 2026 RFC); the 6.18 kernels refuse more than
+# MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER when they load the scenario
+MAX_PAGECACHE_FOLIO = 4 * PMD_SIZE
 
 
 class ScenarioError(Exception):
@@ -800,7 +803,7 @@ class _Parser:
                 folio = self.size(f, 'folio_size', where)
                 if not is_power_of_2(folio) or not PAGE_SIZE <= folio <= MAX_PAGECACHE_FOLIO:
                     self.fail(self.key_line(f, 'folio_size'), '%s: folio_size: %r must be a '
-                              'power of two from 4K to 2M' % (where, f['folio_size']))
+                              'power of two from 4K to 8M' % (where, f['folio_size']))
             path = '/' + name
             if 'path' in f:
                 path = self.str_(f, 'path', where)

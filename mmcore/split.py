@@ -36,6 +36,8 @@ def rmap_walk(k, heads):
             hit = _member(k.mem.head[pfns], heads)
             if hit.any():
                 out.append((p, v, idx[hit]))
+    k.cost['rmap_walks'] += 1
+    k.cost['rmap_walk_vmas'] += len(out)
     return out
 
 
@@ -93,7 +95,8 @@ def split_folio(k, head):
     mem.index[pfns] = index + np.arange(nr)
     mem.page_mapcount[pfns] = counts
     mem.refcount[pfns] = counts + (1 if in_cache else 0)
-    for arr in (mem.large_mapcount, mem.entire_mapcount, mem.nr_pages_mapped, mem.pincount):
+    for arr in (mem.large_mapcount, mem.entire_mapcount, mem.nr_pages_mapped,
+                mem.total_mapped_pages, mem.pincount):
         arr[pfns] = 0
     mem.mm_id[pfns] = 0
     mem.mm_id_mapcount[pfns] = 0

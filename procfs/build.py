@@ -193,3 +193,21 @@ def tools_report(scenario_path, config_paths, stop_at=None):
     from .report import tools_report as render
     sc, kernels = replay_all(scenario_path, config_paths, stop_at)
     return render(sc, kernels)
+
+
+def cost_per_config(scenario_path, config_paths):
+    """(scenario, {config name: [(step, Counter)]}): every step's cost
+    (mmcore/cost.py) under each config, replayed without pid 1."""
+    from mmcore.cost import replay_costs
+    sc = load_scenario(scenario_path)
+    out = {}
+    for path in config_paths:
+        cfg = load_kernel_config(path)
+        if cfg.name in out:
+            raise ConfigError('two kernel configs have the same name: %s' % cfg.name)
+        k = Kernel(cfg, sc, with_init=False)
+        try:
+            out[cfg.name] = replay_costs(k, sc.steps)
+        except StepError as e:
+            raise StepError(None, '%s: %s (kernel config %s)' % (scenario_path, e, cfg.name))
+    return sc, out

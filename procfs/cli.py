@@ -1,6 +1,6 @@
 """``mmemu``: replay a scenario and serve what /proc would show.
 
-Subcommands: mount, umount, export, diff, check, tools. The tree comes from
+Subcommands: mount, umount, export, diff, check, tools, cost. The tree comes from
 ``procfs.build.build_tree()``; errors print one line and exit 1 (set
 MMEMU_DEBUG=1 to see the traceback of an unexpected error).
 """
@@ -154,6 +154,24 @@ def cmd_tools(args):
     return 0
 
 
+def cmd_cost(args):
+    from procfs import cost_report
+    sc, per_config = _build_module().cost_per_config(_scenario_path(args.scenario),
+                                                      _config_paths(args))
+    if args.svg:
+        try:
+            Path(args.svg).write_text(cost_report.render_svg(sc, per_config))
+        except OSError as e:
+            raise CliError('%s: %s' % (args.svg, e.strerror)) from None
+    if args.json:
+        sys.stdout.write(cost_report.render_json(sc, per_config))
+    elif not args.svg:
+        sys.stdout.write(cost_report.render_text(sc, per_config))
+    else:
+        print('wrote %s' % args.svg)
+    return 0
+
+
 def cmd_check(args):
     from mmcore.scenario import load_scenario
     sc = load_scenario(_scenario_path(args.scenario))
@@ -178,7 +196,7 @@ def _add_tree_options(p):
 
 def make_parser():
     ap = argparse.ArgumentParser(
-        prog='mmemu', description='Linux mm accounting emulator: replay a scenario on two '
+        prog='mmemu', description='Linux mm accounting emulator: replay a scenario on several '
         'kernel configs and serve the resulting /proc side by side.')
     sub = ap.add_subparsers(dest='command', metavar='COMMAND', required=True)
 
@@ -210,6 +228,15 @@ def make_parser():
     p.add_argument('scenario', metavar='SCENARIO')
     _add_build_options(p)
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser('cost', help='what each step costs the kernel code, per config')
+    p.add_argument('scenario', metavar='SCENARIO')
+    p.add_argument('--config', metavar='FILE', action='extend', nargs='+',
+                   help='kernel config (configs/kernels/*.yaml); repeatable; '
+                        'default: every 64-bit config in configs/kernels/')
+    p.add_argument('--json', action='store_true', help='print JSON instead of the table')
+    p.add_argument('--svg', metavar='FILE', help='also write a bar chart (SVG) to FILE')
+    p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser('check', help='validate a scenario file')
     p.add_argument('scenario', metavar='SCENARIO')

@@ -89,7 +89,8 @@ def vma_counters(k, vma):
             young=(pv.young | pv.folio_referenced)[sel],
             anon=pv.anon[sel], swapbacked=pv.swapbacked[sel], ksm=pv.ksm[sel],
             locked=np.bool_(bool(vma.flags & VM_LOCKED)), pmd=pv.pmd[sel])
-        c = smaps_account(pages, pmd_nr=HPAGE_PMD_NR // nr)
+        c = smaps_account(pages, pmd_nr=HPAGE_PMD_NR // nr,
+                          pss_per_entry=k.policy.smaps_pss_per_entry)
         total = total + (c if nr == 1 else c.scaled(nr))
     return total
 

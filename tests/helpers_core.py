@@ -275,3 +275,19 @@ def true_entire_mapcounts(k):
             for h in mem.head[v.pfn[idx]]:
                 out[int(h)] = out.get(int(h), 0) + 1
     return out
+
+
+def true_mapped_pages(k):
+    """head -> number of (page, page-table entry) pairs mapping pages of
+    the folio, a PMD counting each of its pages: the RFC's
+    _total_mapped_pages read from the page tables."""
+    out = {}
+    for p in k.processes.values():
+        for v in p.mm.vmas:
+            pf = v.pfn[v.pfn >= 0]
+            if len(pf) == 0:
+                continue
+            heads, counts = np.unique(k.mem.head[pf], return_counts=True)
+            for h, c in zip(heads.tolist(), counts.tolist()):
+                out[h] = out.get(h, 0) + c
+    return out

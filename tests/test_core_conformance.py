@@ -18,10 +18,13 @@ and, per range or cgroup, the counters that follow from that state: smaps
 sums (semantics.md 8.4, helpers_core.smaps_kb), numa_maps mapmax and the
 memcg v1 rss / rss_huge / shmem / mapped_file / cache.
 
-The NO_PAGE_MAPCOUNT replay of the same scenarios has no recording; it is
-held to what semantics.md says must hold whatever the per-page numbers are
-(sections 0, 7, 8, 12.9), and the folio state of both replays to the
-invariants of section 3.4 checked against the page tables.
+The NO_PAGE_MAPCOUNT replay and the replay on the 2026 RFC kernel
+(total_mapped_pages) of the same scenarios have no recording; each is held
+to what semantics.md says must hold whatever the per-page numbers are
+(sections 0, 7, 8, 12.9), which the RFC's cover letter promises for every
+kernel once it is applied ("The kernel now always behaves like
+CONFIG_PAGE_NO_MAPCOUNT currently does"), and the folio state of every
+replay to the invariants of section 3.4 checked against the page tables.
 
 A difference is reported as scenario/label/pid/range/field with the pages.
 """
@@ -32,14 +35,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmcore.config import PAGE_MAPCOUNT, NO_PAGE_MAPCOUNT
+from mmcore.config import PAGE_MAPCOUNT, NO_PAGE_MAPCOUNT, TOTAL_MAPPED_PAGES
 from mmcore.mapcount import folio_maybe_mapped_shared
 from mmcore.memory import FL_RESERVED, FL_ZERO
 from mmcore.scenario import load_scenario
 from mmcore import query
 
 from helpers_core import (PAGE, folio_invariants, folio_mappers, private_kb, range_pages,
-                          range_vmas, smaps_kb, snapshots, true_entire_mapcounts)
+                          range_vmas, smaps_kb, snapshots, true_entire_mapcounts,
+                          true_mapped_pages)
 
 TESTS = Path(__file__).resolve().parent
 SOURCES = {
@@ -158,11 +162,11 @@ def page_mapcount_run(src, name):
 
 @lru_cache(maxsize=None)
 def both_configs_run(src, name):
-    """Per snapshot, the facts the config-comparison tests need, for both
-    configs: [(label, {config name: facts})]."""
+    """Per snapshot, the facts the config-comparison tests need, for the
+    three kernels: [(label, {config name: facts})]."""
     sc = scenario_of(src, name)
     per_config = {}
-    for config in (PAGE_MAPCOUNT, NO_PAGE_MAPCOUNT):
+    for config in (PAGE_MAPCOUNT, NO_PAGE_MAPCOUNT, TOTAL_MAPPED_PAGES):
         rows = []
         for label, k in snapshots(sc, config):
             ranges = scenario_ranges(k)
@@ -200,6 +204,7 @@ def state_problems(k):
     bad = []
     mappers = folio_mappers(k)
     pmds = true_entire_mapcounts(k)
+    true_pages = true_mapped_pages(k)
     pid_of = {p.mm.mm_id: pid for pid, p in k.processes.items()}
     heads = mem.allocated_folio_heads()
     heads = heads[(mem.flags[heads] & (FL_RESERVED | FL_ZERO)) == 0]
@@ -213,6 +218,13 @@ def state_problems(k):
                            % (h, mem.page_mapcount[h], true_lm))
             continue
         lm, e = int(mem.large_mapcount[h]), int(mem.entire_mapcount[h])
+        if k.config.rmap == TOTAL_MAPPED_PAGES.rmap:
+            # RFC 13/13: no entire mapcount; the total counts every mapped
+            # page of every PTE and PMD mapping
+            e, total = pmds.get(h, 0), int(mem.total_mapped_pages[h])
+            if total != true_pages.get(h, 0) or int(mem.entire_mapcount[h]):
+                bad.append('folio %d: total %d (E %d), page tables map %d pages'
+                           % (h, total, mem.entire_mapcount[h], true_pages.get(h, 0)))
         if lm != true_lm or e != pmds.get(h, 0):
             bad.append('folio %d: LM %d E %d, page tables %d and %d PMDs'
                        % (h, lm, e, true_lm, pmds.get(h, 0)))
@@ -410,55 +422,64 @@ CHECKS = ('invariants', 'same-mappings', 'kpagecount-per-folio', 'exclusive-impl
 def check_configs(src, name, check):
     lines = []
     for label, cfg in both_configs_run(src, name):
-        page, none = cfg[PAGE_MAPCOUNT.name], cfg[NO_PAGE_MAPCOUNT.name]
-        where = '%s/%s' % (name, label)
-        if check == 'invariants':
-            # semantics.md 3.4, 5.2: in both configs
-            for c, facts in cfg.items():
-                lines += ['%s [%s]: %s' % (where, c, b) for b in facts['invariants']]
-        elif check == 'same-mappings':
-            # section 12.9: faults, CoW, madvise and split decisions do not
-            # depend on the config, so every range maps the same PFNs
-            # (hence the same Rss)
-            if sorted(page['obs']) != sorted(none['obs']):
-                lines.append('%s: ranges %s vs %s'
-                             % (where, sorted(page['obs']), sorted(none['obs'])))
-            for key in page['obs']:
-                if key not in none['obs']:
-                    continue
-                a, b = page['obs'][key], none['obs'][key]
-                bad = np.flatnonzero(a['pfn'] != b['pfn'])
-                if len(bad):
-                    lines.append('%s pid %d range %s: PFNs differ at pages %s'
-                                 % (where, key[0], key[1], runs(bad)))
-                rss = page['smaps'][key]['Rss'], none['smaps'][key]['Rss']
-                if rss[0] != rss[1]:
-                    lines.append('%s pid %d range %s: Rss %d vs %d' % ((where,) + key + rss))
-        elif check == 'kpagecount-per-folio':
-            # section 8.1: one value, the folio average, for every PFN
-            for h, kpc in none['folio_kpc'].items():
-                if len(np.unique(kpc)) != 1:
-                    lines.append('%s: folio %d kpagecounts %s'
-                                 % (where, h, sorted(set(kpc.tolist()))))
-        elif check == 'exclusive-implies-alone':
-            # section 8.3: bit 56 set only if the whole folio is certainly
-            # mapped by this process alone (normal pages; the huge zero
-            # page is not rmapped, section 12.2)
-            for (pid, rname), o in none['obs'].items():
-                for i in np.flatnonzero(o['exclusive'] & o['present']):
-                    h = int(o['head'][i])
-                    owners = set(none['mappers'].get(h, {}))
-                    if owners and owners != {pid}:
-                        lines.append('%s pid %d range %s page %d: exclusive, but pids %s '
-                                     'map folio %d' % (where, pid, rname, i, sorted(owners), h))
-                        break
-        elif check == 'uss':
-            # section 8.4: NO_PAGE_MAPCOUNT never reports more private memory
-            for key, sm in none['smaps'].items():
-                if key in page['smaps'] and private_kb(sm) > private_kb(page['smaps'][key]):
-                    lines.append('%s pid %d range %s: USS %d kB (none) > %d kB (per-page)'
-                                 % (where, key[0], key[1], private_kb(sm),
-                                    private_kb(page['smaps'][key])))
+        for other in (NO_PAGE_MAPCOUNT, TOTAL_MAPPED_PAGES):
+            lines += check_pair(name, label, cfg, other.name, check)
+    return lines
+
+
+def check_pair(name, label, cfg, none_name, check):
+    """The checks of one folio-level kernel (`none_name`: NO_PAGE_MAPCOUNT
+    or the RFC) against PAGE_MAPCOUNT at one snapshot."""
+    lines = []
+    page, none = cfg[PAGE_MAPCOUNT.name], cfg[none_name]
+    where = '%s/%s [%s]' % (name, label, none_name)
+    if check == 'invariants':
+        # semantics.md 3.4, 5.2: in every config (PAGE_MAPCOUNT's once)
+        for c in ([PAGE_MAPCOUNT.name] if none_name == NO_PAGE_MAPCOUNT.name else []) + [none_name]:
+            lines += ['%s [%s]: %s' % (where, c, b) for b in cfg[c]['invariants']]
+    elif check == 'same-mappings':
+        # section 12.9: faults, CoW, madvise and split decisions do not
+        # depend on the config, so every range maps the same PFNs
+        # (hence the same Rss)
+        if sorted(page['obs']) != sorted(none['obs']):
+            lines.append('%s: ranges %s vs %s'
+                         % (where, sorted(page['obs']), sorted(none['obs'])))
+        for key in page['obs']:
+            if key not in none['obs']:
+                continue
+            a, b = page['obs'][key], none['obs'][key]
+            bad = np.flatnonzero(a['pfn'] != b['pfn'])
+            if len(bad):
+                lines.append('%s pid %d range %s: PFNs differ at pages %s'
+                             % (where, key[0], key[1], runs(bad)))
+            rss = page['smaps'][key]['Rss'], none['smaps'][key]['Rss']
+            if rss[0] != rss[1]:
+                lines.append('%s pid %d range %s: Rss %d vs %d' % ((where,) + key + rss))
+    elif check == 'kpagecount-per-folio':
+        # section 8.1: one value, the folio average, for every PFN
+        for h, kpc in none['folio_kpc'].items():
+            if len(np.unique(kpc)) != 1:
+                lines.append('%s: folio %d kpagecounts %s'
+                             % (where, h, sorted(set(kpc.tolist()))))
+    elif check == 'exclusive-implies-alone':
+        # section 8.3: bit 56 set only if the whole folio is certainly
+        # mapped by this process alone (normal pages; the huge zero
+        # page is not rmapped, section 12.2)
+        for (pid, rname), o in none['obs'].items():
+            for i in np.flatnonzero(o['exclusive'] & o['present']):
+                h = int(o['head'][i])
+                owners = set(none['mappers'].get(h, {}))
+                if owners and owners != {pid}:
+                    lines.append('%s pid %d range %s page %d: exclusive, but pids %s '
+                                 'map folio %d' % (where, pid, rname, i, sorted(owners), h))
+                    break
+    elif check == 'uss':
+        # section 8.4: NO_PAGE_MAPCOUNT never reports more private memory
+        for key, sm in none['smaps'].items():
+            if key in page['smaps'] and private_kb(sm) > private_kb(page['smaps'][key]):
+                lines.append('%s pid %d range %s: USS %d kB (none) > %d kB (per-page)'
+                             % (where, key[0], key[1], private_kb(sm),
+                                private_kb(page['smaps'][key])))
     return lines
 
 

@@ -224,3 +224,100 @@ def test_mprotect_stops_at_a_hole_madvise_goes_on(config):
     assert [(v.start - v.range_start, bool(v.flags & VM_WRITE)) for v in vmas] == \
         [(0, False), (32 << 10, True)]
     assert all(v.flags & VM_HUGEPAGE for v in vmas)
+
+
+# --- fidelity round 2 (issue 10); each backed by a recording in tests/conformance ---
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_collapse_of_pages_shared_with_a_child(config):
+    """Linux 6.18 dropped the writable requirement (SCAN_PAGE_RO) from
+    __collapse_huge_page_isolate() and hpage_collapse_scan_pmd(); the
+    folio_maybe_mapped_shared() limit (max_ptes_shared) only applies when
+    cc->is_khugepaged.  So MADV_COLLAPSE of 512 small pages all shared
+    with a forked child (every PTE write-protected) collapses: the caller
+    gets a new PMD THP of copies and the child's pages are now mapped once
+    (recording collapse-shared-small/collapsed: parent AnonHugePages 2048,
+    kpc 1 fsz 512; child kpc 1 fsz 1, b56 1)."""
+    k = replay(config, '''
+  - mmap: {pid: 100, name: s, size: 2M, align: 2M}
+  - write: {pid: 100, vma: s}
+  - fork: {pid: 100, child: 101}
+  - madvise: {pid: 100, vma: s, advice: collapse}
+''', 'kernel: {thp: {enabled: never}}')
+    v, c = vma_of(k, 's')[0], vma_of(k, 's', 101)[0]
+    assert (v.bits & PTE_PMD).all() and folio_pages(k, 's') == 512
+    assert k.events['thp_collapse_alloc'] == 1
+    assert folio_pages(k, 's', 0, 101) == 1
+    assert not np.isin(c.pfn, v.pfn).any()
+    assert (query.kpagecount(k, c.pfn) == 1).all()
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_fork_copies_the_huge_zero_pmd(config):
+    """do_huge_pmd_anonymous_page() calls vmf_anon_prepare() before it maps
+    the huge zero page, so the VMA has an anon_vma and vma_needs_copy()
+    lets copy_huge_pmd() copy the huge-zero PMD into the child.  A 4K
+    zero-page read (do_anonymous_page) prepares none, so that VMA is not
+    copied (recording huge-zero-fork/forked: child hz present, kpc 0,
+    flags THZ/TtZ; child z empty)."""
+    k = replay(config, '''
+  - mmap: {pid: 100, name: hz, size: 2M, align: 2M}
+  - mmap: {pid: 100, name: z, size: 64K, align: 64K}
+  - read: {pid: 100, vma: hz}
+  - read: {pid: 100, vma: z}
+  - fork: {pid: 100, child: 101}
+''', 'kernel: {thp: {enabled: always}}')
+    c = vma_of(k, 'hz', 101)[0]
+    assert (c.pfn == k.mem.huge_zero_pfn + np.arange(512)).all()
+    assert (c.bits & PTE_PMD).all()
+    assert present(k, 'z', 101) == '0' * 16
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_pin_of_mapped_pages_marks_nothing_accessed(config):
+    """pin_user_pages_fast(): gup_fast() takes present writable entries
+    without folio_mark_accessed(); gup_fast_fallback() hands the pages from
+    the first one it cannot take to the slow path, where follow_page_pte()
+    (FOLL_TOUCH) marks each PTE-mapped page accessed once and
+    follow_huge_pmd() only makes the PMD young.  So a PMD THP, a 64K mTHP
+    and small pages pinned after being written stay inactive, and so do the
+    small pages of a range whose first page the pin faults in: each got one
+    mark (recording pin-not-accessed/pinned and /forked: numa_maps active=0
+    everywhere, also for the child's copies made at fork)."""
+    k = replay(config, '''
+  - mmap: {pid: 100, name: pmd, size: 2M, align: 2M}
+  - mmap: {pid: 100, name: m64, size: 64K, align: 64K}
+  - mmap: {pid: 100, name: slow, size: 64K, align: 64K}
+  - write: {pid: 100, vma: pmd}
+  - write: {pid: 100, vma: m64}
+  - thp: {sizes: {64K: never}}
+  - write: {pid: 100, vma: slow, offset: 4K, length: 60K}
+  - pin: {pid: 100, vma: pmd}
+  - pin: {pid: 100, vma: m64}
+  - pin: {pid: 100, vma: slow}
+  - fork: {pid: 100, child: 101}
+''', 'kernel: {thp: {enabled: always, sizes: {64K: always}}}')
+    for pid in (100, 101):
+        for name in ('pmd', 'm64', 'slow'):
+            heads = np.unique(k.mem.head[vma_of(k, name, pid)[0].pfn])
+            assert not (k.mem.flags[heads] & FL_ACTIVE).any(), (pid, name)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_page_holding_eof_maps_and_past_it_sigbus(config):
+    """__do_fault() / shmem_fault() refuse only an index at or past
+    DIV_ROUND_UP(i_size, PAGE_SIZE): the page holding the end of a
+    10000-byte file maps (recording file-eof-partial-page: page 2 present
+    through shared and private mappings, a private write copies it); the
+    page wholly past EOF gets SIGBUS."""
+    hdr = 'files: [{name: f, size: 10000}]'
+    k = replay(config, '''
+  - mmap: {pid: 100, name: f, size: 16K, kind: shared-file, file: f, align: 64K}
+  - read: {pid: 100, vma: f, offset: 8K, length: 4K}
+''', hdr)
+    assert present(k, 'f') == '0010'
+    with pytest.raises(StepError, match='SIGBUS'):
+        replay(config, '''
+  - mmap: {pid: 100, name: f, size: 16K, kind: shared-file, file: f, align: 64K}
+  - read: {pid: 100, vma: f, offset: 12K, length: 4K}
+''', hdr)

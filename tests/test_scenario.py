@@ -453,8 +453,10 @@ ERRORS = [
      'file_offset', ['file_offset', '1024']),
     ('file-size-bad', with_top('files:', '  - {name: f, size: big}'), 'big',
      ['files[0]', "'big'"]),
-    ('folio-size-bad', with_top('files:', '  - {name: f, size: 1M, folio_size: 8M}'),
-     'folio_size', ['folio_size', '8M']),
+    ('folio-size-bad', with_top('files:', '  - {name: f, size: 1M, folio_size: 16M}'),
+     'folio_size', ['folio_size', '16M']),
+    ('folio-size-not-pow2', with_top('files:', '  - {name: f, size: 1M, folio_size: 12K}'),
+     'folio_size', ['folio_size', '12K']),
     # names and labels
     ('name-bad', BASE.replace('name: base', 'name: Bad_Name'), 'Bad_Name',
      ["'Bad_Name'", '[a-z0-9-]+']),

@@ -127,7 +127,7 @@ def _pss_share(count, full):
 
 
 def smaps_account(pages, swap_counts=(), shmem_swap=0, shared_hugetlb=0,
-                  private_hugetlb=0, pmd_nr=HPAGE_PMD_NR):
+                  private_hugetlb=0, pmd_nr=HPAGE_PMD_NR, pss_per_entry=False):
     """Accumulate ``pages`` (a SmapsPages) into a new SmapsCounters.
 
     ``swap_counts``: the swap count (swp_swapcount) of every real swap PTE:
@@ -136,6 +136,10 @@ def smaps_account(pages, swap_counts=(), shmem_swap=0, shared_hugetlb=0,
     ``shared_hugetlb`` / ``private_hugetlb``: bytes, as decided by the caller
     (hugetlb entries contribute nothing else).
     ``pmd_nr``: pages per PMD leaf; the pmd pages must be whole leaves.
+    ``pss_per_entry``: a PMD leaf's PSS is one division of its whole size,
+    (pmd_nr * PAGE_SIZE << PSS_SHIFT) / m, as smaps_account() does after
+    RFC 06/13 of "mm/rmap: support arbitrary folio mappings"; otherwise
+    (6.18) each of its pages is divided on its own.
     """
     a = pages.arrays() if isinstance(pages, SmapsPages) else None
     if a is None:
@@ -150,6 +154,15 @@ def smaps_account(pages, swap_counts=(), shmem_swap=0, shared_hugetlb=0,
     n_pmd = int(np.count_nonzero(pmd))
     if n_pmd % pmd_nr:
         raise FormatInputError(f'{n_pmd} pages are marked pmd, not a multiple of {pmd_nr}')
+    if pss_per_entry and n_pmd:
+        pss = pss.copy()
+        leaves = np.flatnonzero(pmd).reshape(-1, pmd_nr)
+        firsts = leaves[:, 0]
+        whole_size = full * pmd_nr
+        leaf_pss = np.where(whole[firsts] | (m[firsts] < 2), whole_size,
+                            whole_size // np.maximum(m[firsts], 1))
+        pss[leaves] = 0
+        pss[firsts] = leaf_pss
 
     def nbytes(mask):
         return int(np.count_nonzero(mask)) * PAGE_SIZE
