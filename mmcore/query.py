@@ -156,6 +156,40 @@ def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False):
         numa_mapcount=numa_mapcount, idx=idx, nr=nr)
 
 
+def vma_pagemap(k, vma, lo, hi):
+    """What pagemap shows for VMA pages [lo, hi): (present, pfn,
+    exclusive, file, soft_dirty) per page, the same as vma_pages() but at
+    the cost of the entries: a PMD leaf is decided once, from its first
+    page (semantics.md 12.1), and spread over its pages."""
+    mem = k.mem
+    pol = k.policy
+    pfn, bits = vma.ptes(lo, hi)
+    n = len(pfn)
+    present = pfn >= 0
+    pmd = (bits & PTE_PMD) != 0
+    excl = np.zeros(n, dtype=bool)
+    file = np.zeros(n, dtype=bool)
+    pte = np.flatnonzero(present & ~pmd)
+    if len(pte):
+        f = mem.flags[mem.head[pfn[pte]]]
+        normal = (f & FL_ZERO) == 0
+        sel = pte[normal]
+        excl[sel] = pol.pagemap_exclusive(mem, pfn[sel])
+        file[sel] = (f[normal] & FL_ANON) == 0
+    lidx, lpfn, _ = vma.pmd_leaves(lo, hi)
+    if len(lidx):
+        lex = pol.pagemap_exclusive(mem, lpfn)
+        lfile = (mem.flags[mem.head[lpfn]] & FL_ANON) == 0
+        a = np.maximum(lidx, lo) - lo
+        b = np.minimum(lidx + HPAGE_PMD_NR, hi) - lo
+        for arr, val in ((excl, lex), (file, lfile)):
+            cover = np.zeros(n + 1, dtype=np.int64)
+            np.add.at(cover, a[val], 1)
+            np.add.at(cover, b[val], -1)
+            arr |= np.cumsum(cover[:n]) > 0
+    return present, pfn, excl, file, (bits & PTE_SOFT_DIRTY) != 0
+
+
 # --- per PFN -----------------------------------------------------------------------------
 
 def _buddy_heads(mem, pfns):

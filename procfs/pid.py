@@ -177,16 +177,13 @@ def pagemap_entries(k, proc, first_vpn, count, capable):
         a = max(v.start, lo_addr)
         b = min(v.end, hi_addr)
         i0, i1 = v.page_index(a), v.page_index(b)
-        pv = query.vma_pages(k, v, i0, i1)
-        sl = slice(0, i1 - i0)
-        e = np.zeros(i1 - i0, dtype=np.uint64)
-        present = pv.present[sl]
-        e[present] |= np.uint64(PM_PRESENT)
+        present, pfn, excl, file, soft_dirty = query.vma_pagemap(k, v, i0, i1)
+        e = np.where(present, np.uint64(PM_PRESENT), np.uint64(0))
         if capable:
-            e[present] |= pv.pfn[sl][present].astype(np.uint64) & np.uint64(PM_PFN_MASK)
-        e[pv.pm_exclusive[sl]] |= np.uint64(PM_MMAP_EXCLUSIVE)
-        e[pv.pm_file[sl]] |= np.uint64(PM_FILE)
-        e[pv.soft_dirty[sl] & present] |= np.uint64(PM_SOFT_DIRTY)
+            e[present] |= pfn[present].astype(np.uint64) & np.uint64(PM_PFN_MASK)
+        e[excl] |= np.uint64(PM_MMAP_EXCLUSIVE)
+        e[file] |= np.uint64(PM_FILE)
+        e[soft_dirty & present] |= np.uint64(PM_SOFT_DIRTY)
         dst = (a >> PAGE_SHIFT) - first_vpn
         out[dst:dst + len(e)] = e
     return out
