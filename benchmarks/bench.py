@@ -205,19 +205,20 @@ def section_memory():
     cfg = load_kernel_config(os.path.join(ROOT, 'configs', 'kernels', 'page_mapcount.yaml'))
     print('## Emulator memory')
     print()
-    sc = ops_scenario(GiB, '4K')
+    sc = parse_scenario_text('format: 1\nname: m\nkernel: {memory: 64G}\nprocesses:\n  - pid: 100\n'
+                             'steps: []\n')
     k = Kernel(cfg, sc)
-    mem = k.mem
-    print('- physical memory state: %.1f bytes per emulated frame (%d frames, %s)'
-          % (arrays_nbytes(mem) / mem.nr_frames, mem.nr_frames, size_name(sc.memory)))
+    per_frame, slots = k.mem.nbytes()
+    print('- physical memory of an idle 64G machine: %.1f bytes per emulated frame '
+          '(+ %d KiB of folio slots)' % (per_frame / k.mem.nr_frames, slots >> 10))
     for mode in MODES:
         sc = ops_scenario(GiB, mode)
         k = Kernel(cfg, sc)
         k.apply(sc.steps[0])
         k.apply(sc.steps[1])
         pt = k.processes[100].mm.pt.nbytes()
-        print('- page tables, 1G faulted with %s pages: %.2f bytes per mapped page'
-              % (mode, pt / (GiB >> 12)))
+        print('- 1G faulted with %s pages: page tables %.2f, folio slots %.2f bytes per mapped '
+              'page' % (mode, pt / (GiB >> 12), k.mem.nbytes()[1] / (GiB >> 12)))
     sc = parse_scenario_text('format: 1\nname: big\nprocesses:\n  - pid: 100\nsteps:\n'
                              '  - mmap: {pid: 100, name: r, size: 64T, prot: none}\n'
                              '  - mmap: {pid: 100, name: s, size: 32T}\n'

@@ -60,45 +60,138 @@ def sorted_unique(keys):
     return sorted_groups(keys)[0]
 
 
+# per-folio fields: (name, dtype, value of a free slot, shape of one element)
+FOLIO_FIELDS = (
+    ('head', np.int64, -1, ()),                # head PFN
+    ('order', np.int8, 0, ()),
+    ('refcount', np.int64, 0, ()),
+    ('large_mapcount', np.int64, 0, ()),       # LM, logical
+    ('entire_mapcount', np.int64, 0, ()),      # E, logical
+    ('nr_pages_mapped', np.int64, 0, ()),      # PAGE_MAPCOUNT only
+    ('total_mapped_pages', np.int64, 0, ()),   # the 2026 RFC only
+    ('mm_id', np.int64, 0, (2,)),              # _mm_id[0], _mm_id[1]
+    ('mm_id_mapcount', np.int64, 0, (2,)),     # logical (stored + 1)
+    ('maybe_shared', np.bool_, False, ()),     # FOLIO_MM_IDS_SHARED_BIT
+    ('pincount', np.int64, 0, ()),
+    ('flags', np.uint32, 0, ()),
+    ('memcg', np.int32, 0, ()),                # memcg index of the charge
+    ('mapping', np.int32, -1, ()),             # page-cache object id
+    ('index', np.int64, 0, ()),                # page-cache index of the head
+)
+
+
+class FolioField:
+    """One per-folio field, indexed like a per-PFN array: any PFN of a
+    folio reads and writes its folio's value, a free frame reads the free
+    value.  np.add.at() and the like work on it."""
+
+    __slots__ = ('mem', 'attr')
+
+    def __init__(self, mem, name):
+        self.mem = mem
+        self.attr = '_f_' + name
+
+    def _key(self, key):
+        if isinstance(key, tuple):
+            return (self.mem.slot[key[0]],) + key[1:]
+        return self.mem.slot[key]
+
+    def __getitem__(self, key):
+        return getattr(self.mem, self.attr)[self._key(key)]
+
+    def __setitem__(self, key, value):
+        getattr(self.mem, self.attr)[self._key(key)] = value
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == 'at' and inputs[0] is self:
+            return ufunc.at(getattr(self.mem, self.attr), self._key(inputs[1]), *inputs[2:])
+        return NotImplemented
+
+
 class PhysMem:
-    """Frames and folio state of the whole machine."""
+    """Frames and folio state of the whole machine.
+
+    Per frame: whether it is free, the slot of the folio it belongs to
+    (0: none), and the per-page state (page->_mapcount, AnonExclusive).
+    Per folio, in slot-indexed arrays that grow with the folios allocated:
+    FOLIO_FIELDS, read and written by PFN through FolioField."""
 
     def __init__(self, memory_bytes):
         n = memory_bytes >> PAGE_SHIFT
         self.nr_frames = n
         self.free = np.ones(n, dtype=bool)
         self._low = 0                # every frame below is allocated
-        # per PFN: head PFN of the folio it belongs to (-1: free frame)
-        self.head = np.full(n, -1, dtype=np.int64)
-        # per folio (valid at the head PFN)
-        self.order = np.zeros(n, dtype=np.int8)
-        self.refcount = np.zeros(n, dtype=np.int64)
-        self.large_mapcount = np.zeros(n, dtype=np.int64)    # LM, logical
-        self.entire_mapcount = np.zeros(n, dtype=np.int64)   # E, logical
-        self.nr_pages_mapped = np.zeros(n, dtype=np.int64)   # PAGE_MAPCOUNT only
-        self.total_mapped_pages = np.zeros(n, dtype=np.int64)  # the 2026 RFC only
-        self.mm_id = np.zeros((n, 2), dtype=np.int64)        # _mm_id[0], _mm_id[1]
-        self.mm_id_mapcount = np.zeros((n, 2), dtype=np.int64)  # logical (stored + 1)
-        self.maybe_shared = np.zeros(n, dtype=bool)          # FOLIO_MM_IDS_SHARED_BIT
-        self.pincount = np.zeros(n, dtype=np.int64)
-        self.flags = np.zeros(n, dtype=np.uint32)
-        self.memcg = np.zeros(n, dtype=np.int32)             # memcg index of the charge
-        self.mapping = np.full(n, -1, dtype=np.int32)        # page-cache object id
-        self.index = np.zeros(n, dtype=np.int64)             # page-cache index of the head
+        self.slot = np.zeros(n, dtype=np.int32)
         # per page
-        self.page_mapcount = np.zeros(n, dtype=np.int64)     # _mapcount + 1
+        self.page_mapcount = np.zeros(n, dtype=np.int32)     # _mapcount + 1
         self.anon_exclusive = np.zeros(n, dtype=bool)        # PG_anon_exclusive
+        # per folio: slot 0 stands for "no folio"
+        for name, dt, default, shape in FOLIO_FIELDS:
+            setattr(self, '_f_' + name, np.full((1,) + shape, default, dtype=dt))
+            setattr(self, name, FolioField(self, name))
+        self._free_slots = np.zeros(0, dtype=np.int32)
+        self._nr_free_slots = 0
         self._reserve(0, min(RESERVED_LOW_FRAMES, n))
         self.zero_pfn = self._alloc_fixed(0)
         self.flags[self.zero_pfn] = FL_ZERO | FL_RESERVED | FL_UPTODATE
         self.huge_zero_pfn = -1
 
+    # --- folio slots -------------------------------------------------------------
+    def _alloc_slots(self, count, heads):
+        """Slots for `count` new folios with head PFNs `heads`, in the
+        state of a free slot except for the head."""
+        if self._nr_free_slots < count:
+            cap = len(self._f_head)
+            new = max(2 * cap, cap + count - self._nr_free_slots, 1024)
+            for name, dt, default, shape in FOLIO_FIELDS:
+                arr = np.full((new,) + shape, default, dtype=dt)
+                arr[:cap] = getattr(self, '_f_' + name)
+                setattr(self, '_f_' + name, arr)
+            fs = np.zeros(new, dtype=np.int32)
+            fs[:self._nr_free_slots] = self._free_slots[:self._nr_free_slots]
+            added = np.arange(new - 1, cap - 1, -1, dtype=np.int32)
+            fs[self._nr_free_slots:self._nr_free_slots + len(added)] = added
+            self._free_slots = fs
+            self._nr_free_slots += len(added)
+        top = self._nr_free_slots
+        slots = self._free_slots[top - count:top][::-1].copy()
+        self._nr_free_slots -= count
+        for name, dt, default, shape in FOLIO_FIELDS:
+            getattr(self, '_f_' + name)[slots] = default
+        self._f_head[slots] = heads
+        return slots
+
+    def _release_slots(self, slots):
+        top = self._nr_free_slots
+        self._free_slots[top:top + len(slots)] = slots
+        self._nr_free_slots += len(slots)
+
+    def split_slots(self, head, nr):
+        """The tail pages of the folio at `head` become heads of folios of
+        their own (__split_huge_page: new order-0 folios), each with a slot
+        copied from the folio's."""
+        pfns = head + np.arange(1, nr, dtype=np.int64)
+        old = int(self.slot[head])
+        slots = self._alloc_slots(len(pfns), pfns)
+        for name, dt, default, shape in FOLIO_FIELDS:
+            if name != 'head':
+                arr = getattr(self, '_f_' + name)
+                arr[slots] = arr[old]
+        self.slot[pfns] = slots
+
+    def nbytes(self):
+        """Bytes of emulator memory: per-frame arrays and folio slots."""
+        per_frame = self.free.nbytes + self.slot.nbytes + self.page_mapcount.nbytes + \
+            self.anon_exclusive.nbytes
+        return per_frame, sum(getattr(self, '_f_' + f[0]).nbytes for f in FOLIO_FIELDS)
+
     # --- allocation ---------------------------------------------------------
     def _reserve(self, start, count):
-        self.free[start:start + count] = False
-        self.head[start:start + count] = np.arange(start, start + count)
-        self.flags[start:start + count] = FL_RESERVED
-        self.refcount[start:start + count] = 1
+        pfns = np.arange(start, start + count)
+        self.free[pfns] = False
+        self.slot[pfns] = self._alloc_slots(count, pfns)
+        self.flags[pfns] = FL_RESERVED
+        self.refcount[pfns] = 1
 
     def _alloc_fixed(self, order):
         heads = self.alloc(order, 1)
@@ -137,23 +230,11 @@ class PhysMem:
         heads = start + idx[:count].astype(np.int64) * nr
         pfns = (heads[:, None] + np.arange(nr)).ravel()
         self.free[pfns] = False
-        self.head[pfns] = np.repeat(heads, nr)
+        slots = self._alloc_slots(count, heads)
+        self.slot[pfns] = np.repeat(slots, nr)
         self.page_mapcount[pfns] = 0
         self.anon_exclusive[pfns] = False
-        self.order[heads] = order
-        self.refcount[heads] = 0
-        self.large_mapcount[heads] = 0
-        self.entire_mapcount[heads] = 0
-        self.nr_pages_mapped[heads] = 0
-        self.total_mapped_pages[heads] = 0
-        self.mm_id[heads] = 0
-        self.mm_id_mapcount[heads] = 0
-        self.maybe_shared[heads] = False
-        self.pincount[heads] = 0
-        self.flags[heads] = 0
-        self.memcg[heads] = 0
-        self.mapping[heads] = -1
-        self.index[heads] = 0
+        self._f_order[slots] = order
         nz = np.flatnonzero(self.free[self._low:end])
         self._low += int(nz[0]) if len(nz) else end - self._low
         return heads
@@ -168,11 +249,10 @@ class PhysMem:
             pfns = (hs[:, None] + np.arange(1 << int(o))).ravel()
             self.free[pfns] = True
             self._low = min(self._low, int(hs.min()))
-            self.head[pfns] = -1
+            self._release_slots(self.slot[hs])
+            self.slot[pfns] = 0
             self.page_mapcount[pfns] = 0
             self.anon_exclusive[pfns] = False
-            self.flags[hs] = 0
-            self.mapping[hs] = -1
 
     # --- folio helpers ---------------------------------------------------------
     def folio_nr_pages(self, heads):

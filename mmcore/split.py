@@ -87,6 +87,7 @@ def split_folio(k, head):
     flags = mem.flags[head] & np.uint32(INHERITED)
     in_cache = bool(flags & FL_PAGECACHE)
     mapping, index, memcg = mem.mapping[head], mem.index[head], mem.memcg[head]
+    mem.split_slots(head, nr)
     mem.order[pfns] = 0
     mem.head[pfns] = pfns
     mem.flags[pfns] = flags
