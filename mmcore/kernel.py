@@ -133,9 +133,12 @@ class Kernel:
         return base + offset, base + offset + length
 
     # --- replay ----------------------------------------------------------------------
-    def run(self, steps, stop_at=None):
-        """Replays steps; stops right after the snapshot `stop_at`."""
-        for step in steps:
+    def run(self, steps, stop_at=None, progress=None):
+        """Replays steps; stops right after the snapshot `stop_at`.
+        progress(done, step) is called before each step."""
+        for done, step in enumerate(steps):
+            if progress is not None:
+                progress(done, step)
             self.apply(step)
             if isinstance(step, sc.Snapshot) and step.label == stop_at:
                 self.stopped_at = stop_at

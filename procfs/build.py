@@ -11,6 +11,7 @@ from mmcore.memory import HPAGE_PMD_NR, PAGE_SIZE
 from mmcore.scenario import load_scenario
 from . import pid as pidfiles
 from . import system
+from .progress import Progress
 from .tree import BinaryFile, Dir, Symlink, TextFile
 
 PID_MAX = 4194304
@@ -148,14 +149,21 @@ def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
         raise ScenarioError('%s: no snapshot %r (labels: %s)'
                             % (scenario_path, stop_at, ', '.join(sc.labels) or 'none'))
     out = []
-    for path in config_paths:
-        cfg = load_kernel_config(path)
-        k = Kernel(cfg, sc, with_init=with_init)
-        try:
-            k.run(sc.steps, stop_at)
-        except StepError as e:
-            raise StepError(None, '%s: %s (kernel config %s)' % (scenario_path, e, cfg.name))
-        out.append((cfg, k))
+    n = len(sc.steps)
+    with Progress('replaying %s' % os.path.basename(scenario_path),
+                  n * len(config_paths)) as bar:
+        for c, path in enumerate(config_paths):
+            cfg = load_kernel_config(path)
+            k = Kernel(cfg, sc, with_init=with_init)
+
+            def shown(done, step, c=c, name=cfg.name):
+                bar.update(c * n + done, '%s: step %d (%s, line %s)'
+                           % (name, step.index, step.op, step.line))
+            try:
+                k.run(sc.steps, stop_at, progress=shown)
+            except StepError as e:
+                raise StepError(None, '%s: %s (kernel config %s)' % (scenario_path, e, cfg.name))
+            out.append((cfg, k))
     names = [c.name for c, _ in out]
     if len(set(names)) != len(names):
         raise ConfigError('two kernel configs have the same name: %s' % ', '.join(names))

@@ -220,3 +220,37 @@ def test_sizes_beyond_the_architecture_refused(kernel, body, line, msg):
         parse_scenario_text(_scenario(body, kernel), path='s.yaml')
     text = str(e.value)
     assert text.startswith('s.yaml:%d: ' % line) and msg in text and '\n' not in text
+
+
+# --- progress ------------------------------------------------------------------------
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ''
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_progress_only_on_a_terminal_after_a_second(monkeypatch):
+    from procfs import progress
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, 'monotonic', lambda: clock[0])
+    for tty in (False, True):
+        out = _Stream(tty)
+        with progress.Progress('replaying s.yaml', 40, out) as bar:
+            bar.update(1, 'step 1 (mmap, line 8)')
+            assert out.text == ''              # under a second: nothing yet
+            clock[0] += 1.5
+            bar.update(10, 'step 10 (write, line 17)')
+        if tty:
+            assert '10/40 step 10 (write, line 17)' in out.text and '[#######.' in out.text
+            assert out.text.endswith('\r\x1b[K')   # erased at the end
+        else:
+            assert out.text == ''
