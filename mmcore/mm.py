@@ -133,6 +133,10 @@ class VMA:
         """Writes PTEs of pages idx (not inside a PMD leaf)."""
         self.pt.set_at(self.vpn0 + np.asarray(idx, dtype=np.int64), pfn, bits)
 
+    def clear_ptes(self, lo=0, hi=None):
+        """pte_clear() of every PTE of pages [lo, hi) (PMD leaves stay)."""
+        self.pt.clear_range(self.vpn0 + lo, self.vpn0 + self._hi(hi))
+
     def or_bits(self, idx, mask):
         """Sets bits in the entries mapping pages idx (a PMD leaf is one entry)."""
         self.pt.or_bits_at(self.vpn0 + np.asarray(idx, dtype=np.int64), mask)

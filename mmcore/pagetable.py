@@ -240,6 +240,9 @@ class PageTable:
             return
         pfn = np.broadcast_to(np.asarray(pfn, dtype=np.int64), vpns.shape)
         bits = np.broadcast_to(np.asarray(bits, dtype=np.uint8), vpns.shape)
+        if len(vpns) >= PTRS_PER_PTE and vpns[-1] - vpns[0] + 1 == len(vpns) and \
+                (np.diff(vpns) == 1).all():
+            return self._set_range(int(vpns[0]), pfn, bits)
         pos, found = self._lookup(vpns)
         if len(self.keys) and (found & (self.kind[np.minimum(pos, len(self.keys) - 1)] == LEAF)).any():
             raise AssertionError('PTE write into a PMD leaf')
@@ -251,6 +254,58 @@ class PageTable:
         slot = vpns[found] & (PTRS_PER_PTE - 1)
         self.tpfn[rows, slot] = pfn[found]
         self.tbits[rows, slot] = bits[found]
+
+    def _set_range(self, vlo, pfn, bits):
+        """set_at() of the consecutive vpns from vlo, table by table."""
+        vhi = vlo + len(pfn)
+        klo, khi = vlo >> PTE_SHIFT, ((vhi - 1) >> PTE_SHIFT) + 1
+        keys = np.arange(klo, khi, dtype=np.int64)
+        pos, found = self._find(keys)
+        if (self.kind[pos[found]] == LEAF).any():
+            raise AssertionError('PTE write into a PMD leaf')
+        if not found.all():
+            # a table for every block that gets a present entry
+            off = (keys << PTE_SHIFT) - vlo
+            a = np.maximum(off, 0)
+            b = np.minimum(off + PTRS_PER_PTE, len(pfn))
+            pres = np.concatenate([[0], np.cumsum(pfn >= 0)])
+            need = ~found & (pres[b] > pres[a])
+            if need.any():
+                self.alloc_tables(keys[need])
+                pos, found = self._find(keys)
+        rows = np.full(len(keys), -1, dtype=np.int64)
+        rows[found] = self.val[pos[found]]
+        head = (PTRS_PER_PTE - (vlo & (PTRS_PER_PTE - 1))) % PTRS_PER_PTE
+        head = min(head, len(pfn))
+        if head:
+            if rows[0] >= 0:
+                s0 = vlo & (PTRS_PER_PTE - 1)
+                self.tpfn[rows[0], s0:s0 + head] = pfn[:head]
+                self.tbits[rows[0], s0:s0 + head] = bits[:head]
+            rows = rows[1:]
+        full = (len(pfn) - head) // PTRS_PER_PTE
+        if full:
+            body = slice(head, head + full * PTRS_PER_PTE)
+            r = rows[:full]
+            ok = r >= 0
+            self.tpfn[r[ok]] = pfn[body].reshape(full, PTRS_PER_PTE)[ok]
+            self.tbits[r[ok]] = bits[body].reshape(full, PTRS_PER_PTE)[ok]
+        tail = len(pfn) - head - full * PTRS_PER_PTE
+        if tail and rows[full] >= 0:
+            self.tpfn[rows[full], :tail] = pfn[len(pfn) - tail:]
+            self.tbits[rows[full], :tail] = bits[len(pfn) - tail:]
+
+    def clear_range(self, vlo, vhi):
+        """Every PTE of [vlo, vhi) becomes none (the tables stay)."""
+        a, b = self._span(vlo, vhi)
+        for p in range(a, b):
+            if self.kind[p] != TABLE:
+                continue
+            base = int(self.keys[p]) << PTE_SHIFT
+            s0, s1 = max(vlo - base, 0), min(vhi - base, PTRS_PER_PTE)
+            r = int(self.val[p])
+            self.tpfn[r, s0:s1] = -1
+            self.tbits[r, s0:s1] = 0
 
     def _bits_op(self, vpns, mask, op):
         vpns = np.asarray(vpns, dtype=np.int64)

@@ -19,9 +19,10 @@ RSS_NAMES = ('anon', 'shmem', 'file')
 
 
 def add_rss_by_kind(mm, mem, heads, sign):
-    kinds = rss_kind(mem, heads)
-    for j, name in enumerate(RSS_NAMES):
-        n = int(np.count_nonzero(kinds == j))
+    f = mem.flags[heads]
+    anon = int(np.count_nonzero(f & FL_ANON))
+    shmem = int(np.count_nonzero((f & (FL_ANON | FL_SWAPBACKED)) == FL_SWAPBACKED))
+    for name, n in (('anon', anon), ('shmem', shmem), ('file', len(f) - anon - shmem)):
         if n:
             mm.add_rss(name, sign * n)
 
@@ -59,7 +60,7 @@ def zap_range(k, mm, vma, lo, hi):
         k.rmap.remove_ptes(mm.mm_id, pfns)
         add_rss_by_kind(mm, mem, heads, -1)
         mem.folio_put(heads, 1)
-    vma.set_ptes(idx, -1, 0)
+    vma.clear_ptes(lo, hi)
 
 
 def zap_huge_pmds(k, mm, vma, lo, hi):
