@@ -47,7 +47,7 @@ def sorted_groups(keys):
     keys = np.asarray(keys, dtype=np.int64)
     if len(keys) == 0:
         return keys, np.zeros(0, dtype=np.int64)
-    s = np.sort(keys, kind='stable')
+    s = keys if (keys[1:] >= keys[:-1]).all() else np.sort(keys, kind='stable')
     first = np.empty(len(s), dtype=bool)
     first[0] = True
     np.not_equal(s[1:], s[:-1], out=first[1:])
