@@ -228,12 +228,12 @@ class PhysMem:
             raise OutOfMemory('out of memory: %d folios of order %d wanted, %d free'
                               % (count, order, len(idx)))
         heads = start + idx[:count].astype(np.int64) * nr
-        pfns = (heads[:, None] + np.arange(nr)).ravel()
-        self.free[pfns] = False
+        rows = heads >> order
+        self._blocks(self.free, order)[rows] = False
         slots = self._alloc_slots(count, heads)
-        self.slot[pfns] = np.repeat(slots, nr)
-        self.page_mapcount[pfns] = 0
-        self.anon_exclusive[pfns] = False
+        self._blocks(self.slot, order)[rows] = slots[:, None]
+        self._blocks(self.page_mapcount, order)[rows] = 0
+        self._blocks(self.anon_exclusive, order)[rows] = False
         self._f_order[slots] = order
         nz = np.flatnonzero(self.free[self._low:end])
         self._low += int(nz[0]) if len(nz) else end - self._low
@@ -245,14 +245,20 @@ class PhysMem:
             return
         orders = self.order[heads].astype(np.int64)
         for o in sorted_unique(orders):
+            o = int(o)
             hs = heads[orders == o]
-            pfns = (hs[:, None] + np.arange(1 << int(o))).ravel()
-            self.free[pfns] = True
+            rows = hs >> o
+            self._blocks(self.free, o)[rows] = True
             self._low = min(self._low, int(hs.min()))
             self._release_slots(self.slot[hs])
-            self.slot[pfns] = 0
-            self.page_mapcount[pfns] = 0
-            self.anon_exclusive[pfns] = False
+            self._blocks(self.slot, o)[rows] = 0
+            self._blocks(self.page_mapcount, o)[rows] = 0
+            self._blocks(self.anon_exclusive, o)[rows] = False
+
+    def _blocks(self, arr, order):
+        """A per-frame array seen as rows of naturally aligned 2^order frames."""
+        nr = 1 << order
+        return arr[:self.nr_frames - self.nr_frames % nr].reshape(-1, nr)
 
     # --- folio helpers ---------------------------------------------------------
     def folio_nr_pages(self, heads):

@@ -97,10 +97,11 @@ def _present_entries(k, vma, lo, hi, whole_leaves):
     return idx[order], pfn[order], bits[order], nr[order]
 
 
-def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False):
+def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False, smaps_only=False):
     """The PageView of VMA pages [lo, hi) (index 0 is page lo); with
     present_only, of the present entries only (see _present_entries), at a
-    cost proportional to them."""
+    cost proportional to them.  smaps_only leaves out what only pagemap
+    and numa_maps read (pm_exclusive, pm_file, numa_mapcount: None)."""
     mem = k.mem
     pol = k.policy
     hi = vma.nr_pages if hi is None else hi
@@ -129,16 +130,18 @@ def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False):
     # pagemap and numa_maps look at the PMD's first page for every entry of
     # a PMD leaf (semantics.md 12.1); the huge zero page counts as a page
     # there (pmd_page), the small zero page does not (vm_normal_page)
-    first = pfn.copy()
-    slot = (vma.vpn0 + (lo + np.arange(n) if idx is None else idx)) & (HPAGE_PMD_NR - 1)
-    first[pmd] -= slot[pmd]
-    pm_page = present & (normal | pmd)
-    pm_exclusive = np.zeros(n, dtype=bool)
-    pm_exclusive[pm_page] = pol.pagemap_exclusive(mem, first[pm_page])
-    pm_file = pm_page & ((hflags & FL_ANON) == 0)
-    numa_mapcount = np.zeros(n, dtype=np.int64)
-    if normal.any():
-        numa_mapcount[normal] = pol.numa_mapcount(mem, first[normal])
+    pm_exclusive = pm_file = numa_mapcount = None
+    if not smaps_only:
+        first = pfn.copy()
+        slot = (vma.vpn0 + (lo + np.arange(n) if idx is None else idx)) & (HPAGE_PMD_NR - 1)
+        first[pmd] -= slot[pmd]
+        pm_page = present & (normal | pmd)
+        pm_exclusive = np.zeros(n, dtype=bool)
+        pm_exclusive[pm_page] = pol.pagemap_exclusive(mem, first[pm_page])
+        pm_file = pm_page & ((hflags & FL_ANON) == 0)
+        numa_mapcount = np.zeros(n, dtype=np.int64)
+        if normal.any():
+            numa_mapcount[normal] = pol.numa_mapcount(mem, first[normal])
     return PageView(
         present=present, pfn=pfn, pmd=pmd & present,
         writable=(bits & PTE_WRITE) != 0, pte_dirty=(bits & PTE_DIRTY) != 0,

@@ -77,7 +77,7 @@ def vma_counters(k, vma):
     """smaps_account() over the present normal pages of a VMA.  A PMD leaf
     whose pages all count the same is accounted once, as one page, and
     scaled by its 512 pages (every counter is a sum over pages)."""
-    pv = query.vma_pages(k, vma, whole_leaves=True)
+    pv = query.vma_pages(k, vma, whole_leaves=True, smaps_only=True)
     total = SmapsCounters()
     for nr in (1, HPAGE_PMD_NR):
         sel = pv.normal & (pv.nr == nr)
