@@ -142,7 +142,7 @@ class PhysMem:
         state of a free slot except for the head."""
         if self._nr_free_slots < count:
             cap = len(self._f_head)
-            new = max(2 * cap, cap + count - self._nr_free_slots, 1024)
+            new = max(cap + cap // 2, cap + count - self._nr_free_slots, 1024)
             for name, dt, default, shape in FOLIO_FIELDS:
                 arr = np.full((new,) + shape, default, dtype=dt)
                 arr[:cap] = getattr(self, '_f_' + name)
