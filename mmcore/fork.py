@@ -64,8 +64,8 @@ def copy_page_range(k, parent, child, src, dst):
     idx, pfns, sbits = idx[~zero], pfns[~zero], sbits[~zero]
     if len(idx) == 0:
         return
-    heads = mem.head[pfns]
-    anon = (mem.flags[heads] & FL_ANON) != 0
+    heads, flags = mem.folio_fields(pfns, 'head', 'flags')
+    anon = (flags & FL_ANON) != 0
     # copy_present_page(): AnonExclusive pages of possibly pinned folios
     # are copied for the child at once (semantics.md 6.5)
     must_copy = anon & pmm.has_pinned & folio_maybe_dma_pinned(mem, heads) & mem.anon_exclusive[pfns]
@@ -74,7 +74,7 @@ def copy_page_range(k, parent, child, src, dst):
         sh_heads = heads[~must_copy]
         k.rmap.add_ptes(cmm.mm_id, shared_pfns)
         mem.folio_get(sh_heads, 1)
-        sh_anon = (mem.flags[sh_heads] & FL_ANON) != 0
+        sh_anon = anon[~must_copy]
         mem.anon_exclusive[shared_pfns[sh_anon]] = False
         bits = sbits[~must_copy]
         if src.is_cow:

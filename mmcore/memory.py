@@ -166,6 +166,12 @@ class PhysMem:
         self._free_slots[top:top + len(slots)] = slots
         self._nr_free_slots += len(slots)
 
+    def folio_fields(self, pfns, *names):
+        """The per-folio fields `names` of the folios of pfns, with one
+        lookup of their slots."""
+        slots = self.slot[pfns]
+        return tuple(getattr(self, '_f_' + n)[slots] for n in names)
+
     def split_slots(self, head, nr):
         """The tail pages of the folio at `head` become heads of folios of
         their own (__split_huge_page: new order-0 folios), each with a slot

@@ -114,15 +114,15 @@ def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False, sma
     present = pfn >= 0
     pmd = (bits & PTE_PMD) != 0
     head = np.full(n, -1, dtype=np.int64)
-    head[present] = mem.head[pfn[present]]
     hflags = np.zeros(n, dtype=np.uint32)
-    hflags[present] = mem.flags[head[present]]
+    folio_pages = np.zeros(n, dtype=np.int64)
+    refcount = np.zeros(n, dtype=np.int64)
+    head[present], hflags[present], order, refcount[present] = mem.folio_fields(
+        pfn[present], 'head', 'flags', 'order', 'refcount')
+    folio_pages[present] = np.left_shift(1, order.astype(np.int64))
     zero = present & ((hflags & FL_ZERO) != 0)
     normal = present & ~zero
-    folio_pages = np.zeros(n, dtype=np.int64)
-    folio_pages[present] = mem.folio_nr_pages(head[present])
-    refcount_one = np.zeros(n, dtype=bool)
-    refcount_one[normal] = mem.refcount[head[normal]] == 1
+    refcount_one = normal & (refcount == 1)
     mapcount = np.zeros(n, dtype=np.int64)
     private = np.zeros(n, dtype=bool)
     if normal.any():

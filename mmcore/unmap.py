@@ -51,8 +51,8 @@ def zap_range(k, mm, vma, lo, hi):
     real = pfns != mem.zero_pfn
     pfns, rbits = pfns[real], bits[real]
     if len(pfns):
-        heads = mem.head[pfns]
-        filep = (mem.flags[heads] & FL_ANON) == 0
+        heads, flags = mem.folio_fields(pfns, 'head', 'flags')
+        filep = (flags & FL_ANON) == 0
         dirty = filep & ((rbits & PTE_DIRTY) != 0)
         mem.flags[sorted_unique(heads[dirty])] |= FL_DIRTY
         young = filep & ((rbits & PTE_YOUNG) != 0)
