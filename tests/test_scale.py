@@ -31,7 +31,7 @@ _ops = hst.lists(hst.tuples(
     max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_ops)
 def test_page_table_matches_dense_model(ops):
     """Every write through PageTable reads back as the same writes to a
