@@ -7,6 +7,7 @@ each PFN.  Folios are naturally aligned blocks of 2^order frames
 (order 0..9), handed out by a lowest-address-first allocator.
 """
 import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -80,12 +81,28 @@ FOLIO_FIELDS = (
 )
 
 
-class FolioField:
+class FolioField(NDArrayOperatorsMixin):
     """One per-folio field, indexed like a per-PFN array: any PFN of a
     folio reads and writes its folio's value, a free frame reads the free
-    value.  np.add.at() and the like work on it."""
+    value.  np.add.at() and the like work on it; used whole (operators,
+    ufuncs, np.asarray) it is the per-PFN array, materialized."""
 
     __slots__ = ('mem', 'attr')
+
+    def __array__(self, dtype=None, copy=None):
+        a = getattr(self.mem, self.attr)[self.mem.slot]
+        return a if dtype is None else a.astype(dtype)
+
+    def __len__(self):
+        return self.mem.nr_frames
+
+    def copy(self):
+        return np.asarray(self)
+
+    def __getattr__(self, name):
+        if name.startswith('__') or name in ('mem', 'attr'):
+            raise AttributeError(name)
+        return getattr(np.asarray(self), name)
 
     def __init__(self, mem, name):
         self.mem = mem
@@ -105,7 +122,8 @@ class FolioField:
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method == 'at' and inputs[0] is self:
             return ufunc.at(getattr(self.mem, self.attr), self._key(inputs[1]), *inputs[2:])
-        return NotImplemented
+        inputs = tuple(np.asarray(x) if isinstance(x, FolioField) else x for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
 
 
 class PhysMem:
