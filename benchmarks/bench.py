@@ -221,7 +221,7 @@ def section_memory():
               'page' % (mode, pt / (GiB >> 12), k.mem.nbytes()[1] / (GiB >> 12)))
     sc = parse_scenario_text('format: 1\nname: big\nprocesses:\n  - pid: 100\nsteps:\n'
                              '  - mmap: {pid: 100, name: r, size: 64T, prot: none}\n'
-                             '  - mmap: {pid: 100, name: s, size: 32T}\n'
+                             '  - mmap: {pid: 100, name: s, size: 32T, kind: shared-anon}\n'
                              '  - mmap: {pid: 100, name: t, size: 16T, kind: shared-anon}\n')
     t = time.perf_counter()
     k = Kernel(cfg, sc)

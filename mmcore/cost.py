@@ -29,7 +29,7 @@ COUNTERS = (
     ('nr_pages_mapped', 'folio _nr_pages_mapped updates'),
     ('mm_id_slots', 'MM-ID slot writes (_mm_id, _mm_id_mapcount)'),
     ('mapcount_lock', 'large-mapcount bit-spinlock acquisitions'),
-    ('cow_folios_copied', 'folios a CoW fault copied pages of'),
+    ('cow_folios_copied', 'new folios holding CoW copies (order 0)'),
     ('cow_pages_copied', 'pages copied on CoW'),
     ('cow_pages_reused', 'pages reused on a write fault'),
     ('rmap_walks', 'rmap walks'),

@@ -8,12 +8,17 @@ class Fault(Exception):
 
 
 class StepError(Exception):
-    """A step the kernel refused; names the step."""
+    """A step the kernel refused; names the step.  With `path` (the
+    scenario file) the message reads "FILE:LINE: step N (op): reason"."""
 
-    def __init__(self, step, message):
+    def __init__(self, step, message, path=None):
         self.step = step
         self.reason = message
-        where = ''
-        if step is not None:
+        self.path = path
+        if step is None:
+            where = '%s: ' % path if path else ''
+        elif path:
+            where = '%s:%d: step %d (%s): ' % (path, step.line, step.index, step.op)
+        else:
             where = 'step %d (%s, line %d): ' % (step.index, step.op, step.line)
         super().__init__(where + message)

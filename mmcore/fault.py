@@ -289,7 +289,7 @@ def wp_page_copy(k, proc, vma, idx):
         # one SUB per page: rounds over the pages of each folio
         heads = mem.head[old_real]
         k.cost['cow_pages_copied'] += len(old_real)
-        k.cost['cow_folios_copied'] += len(np.unique(heads))
+        k.cost['cow_folios_copied'] += len(old_real)     # one order-0 folio per copy
         order = np.argsort(heads, kind='stable')
         sh = heads[order]
         rank = np.arange(len(sh)) - np.searchsorted(sh, sh)

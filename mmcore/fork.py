@@ -33,7 +33,7 @@ def do_fork(k, parent, child_pid, comm):
     child_mm = MM(mm_id, parent.mm.bits)
     child_mm.has_pinned = False
     child = Process(child_pid, comm or parent.comm, parent.pid, parent.cgroup, child_mm, k.ticks,
-                    parent.uid)
+                    parent.uid, parent.gid)
     for v in parent.mm.vmas:
         if v.flags & VM_DONTCOPY:
             continue

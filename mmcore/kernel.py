@@ -10,6 +10,7 @@ from .mm import MM, MMIdAllocator, VMA, PROT_FLAGS, VM_MAYREAD, VM_MAYWRITE, VM_
     VM_SHARED, VM_MAYSHARE, VM_ACCOUNT, VM_READ, VM_WRITE, VM_GROWSDOWN
 from .pagecache import FileObject, FIRST_INODE, truncate_object
 from .rmap import Rmap
+from .history import SlotHistory
 from .errors import Fault, StepError
 from . import scenario as sc
 
@@ -29,7 +30,7 @@ INIT_LAYOUT = {
 
 
 class Process:
-    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0):
+    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0, gid=0):
         self.pid = pid
         self.comm = comm
         self.ppid = ppid
@@ -37,7 +38,7 @@ class Process:
         self.mm = mm
         self.start_ticks = start_ticks
         self.uid = uid
-        self.gid = uid
+        self.gid = gid
         self.pins = {}            # (range name, page offset) -> [pfn, ...]
         self.ranges = {}          # range name -> FileObject of a shared-anon range
         self.minflt = 0
@@ -54,6 +55,7 @@ class Kernel:
         self.events = Counter()
         self.cost = Counter()         # what the kernel's code touched (cost.py)
         self.rmap = Rmap(self.mem, config, self.policy, self.events, self.cost)
+        self.slot_history = self.rmap.history = SlotHistory()
         self.mm_ids = MMIdAllocator(config.mm_id_max)
         self.thp = scenario.thp
         self.cgroups = list(scenario.cgroups)
@@ -68,10 +70,13 @@ class Kernel:
             self._start_init()
         for p in scenario.processes:
             self.processes[p.pid] = Process(p.pid, p.comm, 1, p.cgroup,
-                                            MM(self.mm_ids.alloc(), config.bits), BOOT_TICKS - HZ)
+                                            MM(self.mm_ids.alloc(), config.bits), BOOT_TICKS - HZ,
+                                            p.uid, p.gid)
         self.step_index = 0
         self.stopped_at = None
         self.faults = []          # (step, reason) of steps that faulted with expect: fault
+        self.slot_history.set_owners(0, self._mm_owners())
+        self.clock = None         # live machines: callable, ticks of wall-clock time served
 
     def _start_init(self):
         """Pid 1, the init process every machine has: a small heap and
@@ -146,17 +151,30 @@ class Kernel:
         if stop_at is not None:
             raise StepError(None, 'no snapshot %r' % stop_at)
 
+    def _mm_owners(self):
+        return {p.mm.mm_id: pid for pid, p in self.processes.items()}
+
     def apply(self, step):
+        if isinstance(step, sc.Expect):
+            return          # read by the verifier (procfs.expect), not by the kernel
         self.step_index = step.index
         self.ticks += STEP_TICKS
         handler = getattr(self, 'do_' + step.op)
+        hist = self.slot_history
+        hist.step = step.index
+        hist.set_owners(step.index, self._mm_owners())
         try:
             handler(step)
+        except MemoryError:
+            raise StepError(step, 'the emulator ran out of host memory replaying this step '
+                            '(a size too large to emulate)') from None
         except Fault as e:
             if not step.expect_fault:
                 raise StepError(step, str(e))
             self.faults.append((step, str(e)))
             return
+        finally:
+            hist.set_owners(step.index, self._mm_owners())
         if step.expect_fault:
             raise StepError(step, 'expected a fault, but the kernel performed the step')
 
@@ -181,6 +199,11 @@ class Kernel:
                 flags |= VM_SHARED | VM_MAYSHARE
         if st.kind in ('anon', 'file') and st.prot == 'rw':
             flags |= VM_ACCOUNT        # accountable_mapping(): private and writable
+            if st.size > self.mem.nr_frames * PAGE_SIZE:
+                # __vm_enough_memory(), OVERCOMMIT_GUESS: one request larger
+                # than RAM + swap fails (no swap here)
+                raise Fault('ENOMEM: a private writable mapping of %d kB is larger than the '
+                            'RAM of the machine (overcommit heuristic)' % (st.size >> 10))
         if st.addr is not None:
             addr = st.addr
             if addr + st.size > p.mm.task_size:
@@ -252,7 +275,9 @@ class Kernel:
 
     @property
     def uptime_ticks(self):
-        return self.ticks
+        """Clock ticks since boot: the steps' time, plus the time a live
+        machine has been served."""
+        return self.ticks + (self.clock() if self.clock is not None else 0)
 
 
 def replay(config, scenario, stop_at=None):

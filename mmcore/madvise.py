@@ -3,8 +3,8 @@ import numpy as np
 
 from .errors import Fault
 from .mapcount import folio_maybe_mapped_shared
-from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_REFERENCED, FL_SWAPBACKED,
-                     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE)
+from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_PAGECACHE, FL_PARTIALLY_MAPPED,
+                     FL_REFERENCED, FL_SWAPBACKED, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE)
 from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_DONTCOPY,
                  VM_HUGEPAGE, VM_NOHUGEPAGE, VM_WIPEONFORK)
 from . import pmd as pmdops
@@ -196,9 +196,18 @@ def reclaim_pages(k, heads):
         if f & FL_ANON:
             nr = 1 << int(mem.order[head])
             if nr > 1:
+                # a partially mapped folio is split right away; any other
+                # finds no swap slot (add_to_swap()) and falls back to
+                # small pages: the swpout_fallback events
+                fallback = not f & FL_PARTIALLY_MAPPED
+                order = int(mem.order[head])
                 if not split_folio(k, head):
                     mem.flags[head] |= FL_ACTIVE
                     continue
+                if fallback:
+                    if nr >= HPAGE_PMD_NR:
+                        k.count_event('thp_swpout_fallback')
+                    k.count_event('mthp/%dkB/swpout_fallback' % (4 << order))
                 for h in range(head, head + nr):
                     if mem.head[h] == h:
                         mem.flags[h] |= FL_ACTIVE

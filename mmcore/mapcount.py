@@ -3,11 +3,14 @@ CONFIG_NO_PAGE_MAPCOUNT and the 2026 RFC "mm/rmap: support arbitrary folio
 mappings" (message-id 20260412-mapcount-v1-0-05e8dfab52e0@kernel.org, its
 patches cited below as "RFC NN/13") differ.
 
-Both configs keep the folio-level state (large mapcount, entire mapcount,
-MM-ID slots, shared bit, semantics.md 3 and 4).  PAGE_MAPCOUNT also keeps
-page->_mapcount of every page of a large folio and _nr_pages_mapped;
-NO_PAGE_MAPCOUNT keeps neither and answers per-page questions with the
-folio average and folio_maybe_mapped_shared() (semantics.md 7 and 8).
+Both 6.18 configs keep the folio-level state (large mapcount, entire
+mapcount, MM-ID slots, shared bit, semantics.md 3 and 4).  PAGE_MAPCOUNT
+also keeps page->_mapcount of every page of a large folio and
+_nr_pages_mapped; NO_PAGE_MAPCOUNT keeps neither and answers per-page
+questions with the folio average and folio_maybe_mapped_shared()
+(semantics.md 7 and 8).  The RFC kernel (TotalMappedPages) answers like
+NO_PAGE_MAPCOUNT but keeps _total_mapped_pages instead of the entire
+mapcount and maps folios larger than a PMD.
 
 A policy object has two halves: the write side, called by rmap.py while
 mappings are added and removed, and the read side, called by query.py for
@@ -23,7 +26,7 @@ import numpy as np
 from .errors import Fault
 from .memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 
-# PFN-indexed helpers shared by both configs ----------------------------------
+# PFN-indexed helpers shared by the configs ------------------------------------
 
 
 def folio_maybe_mapped_shared(mem, heads):
@@ -62,7 +65,8 @@ class EntireMapcount:
     mappings of a folio (semantics.md 3.1); a folio is PMD-mapped for the
     THP statistics while it is >= 1."""
 
-    # kpagecount of a free page reads its _mapcount raw (semantics.md 12.4)
+    # kpagecount of a free page shows its raw page type (NO_PAGE_MAPCOUNT
+    # only, semantics.md 12.4); else 0 (page_mapcount_is_type())
     kpagecount_raw_page_type = False
     # smaps_account() divides the PSS page by page, also for a PMD (6.18)
     smaps_pss_per_entry = False
@@ -102,11 +106,12 @@ class PageMapcount(EntireMapcount):
         """__folio_add_rmap(RMAP_LEVEL_PTE): page->_mapcount and
         _nr_pages_mapped.  pfns are unique."""
         mem.page_mapcount[pfns] += 1
-        first = mem.page_mapcount[pfns] == 1
-        newly = mem.head[pfns[first]]
-        np.add.at(mem.nr_pages_mapped, newly, 1)
+        first = pfns[mem.page_mapcount[pfns] == 1]
         cost['page_mapcount'] += len(pfns)
-        cost['nr_pages_mapped'] += len(np.unique(newly))
+        if len(first):
+            before = mem.nr_pages_mapped[heads]
+            np.add.at(mem.nr_pages_mapped, mem.head[first], 1)
+            cost['nr_pages_mapped'] += int(np.count_nonzero(mem.nr_pages_mapped[heads] != before))
 
     def ptes_removed(self, mem, pfns, heads, counts, cost):
         """__folio_remove_rmap(RMAP_LEVEL_PTE).  Returns, per folio of
@@ -173,6 +178,24 @@ class PageMapcount(EntireMapcount):
     def numa_mapcount(self, mem, pfns):
         return self.precise(mem, pfns)
 
+    def mapcount_terms(self, mem, pfn):
+        """Why kpagecount/smaps' m of one page of a large folio is what it
+        is: (kernel function, {input: value})."""
+        return ('folio_precise_page_mapcount',
+                {'page_mapcount': int(mem.page_mapcount[pfn]),
+                 'entire_mapcount': int(mem.entire_mapcount[mem.head[pfn]])})
+
+    def exclusive_terms(self, mem, pfn):
+        """Why pagemap bit 56 / smaps private is what it is for a page of
+        a large folio: (rule, {input: value})."""
+        return ('precise_mapcount_is_1', {'precise_mapcount': int(self.precise(mem, pfn))})
+
+    def debug_columns(self, mem, heads):
+        """The mapcount fields this config keeps in a large folio, by their
+        struct folio names (sys/kernel/debug/mmemu/folios)."""
+        return [('entire_mapcount', mem.entire_mapcount[heads]),
+                ('nr_pages_mapped', mem.nr_pages_mapped[heads])]
+
 
 class NoPageMapcount(EntireMapcount):
     """CONFIG_NO_PAGE_MAPCOUNT=y."""
@@ -210,6 +233,23 @@ class NoPageMapcount(EntireMapcount):
 
     def numa_mapcount(self, mem, pfns):
         return self.average(mem, mem.head[pfns])
+
+    def mapcount_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('folio_average_page_mapcount',
+                {'large_mapcount': int(mem.large_mapcount[head]),
+                 'entire_mapcount': int(mem.entire_mapcount[head]),
+                 'order': int(mem.order[head])})
+
+    def exclusive_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('not_folio_maybe_mapped_shared',
+                {'large_mapcount': int(mem.large_mapcount[head]),
+                 'maybe_shared': int(mem.maybe_shared[head])})
+
+    def debug_columns(self, mem, heads):
+        """No _nr_pages_mapped with NO_PAGE_MAPCOUNT (semantics.md 7.1)."""
+        return [('entire_mapcount', mem.entire_mapcount[heads])]
 
 
 # The RFC -----------------------------------------------------------------------------------
@@ -275,7 +315,9 @@ class TotalMappedPages(NoPageMapcount):
       (folio_size << PSS_SHIFT) / mapcount, not page by page: the sums
       can differ from 6.18 in the fixed-point remainder.
     - a free page's kpagecount: folio_total_mapped_pages() of a small
-      folio is folio_mapcount(), which reads a page type as 0.
+      folio is folio_mapcount(), which "will report 0 for pages which
+      cannot be mapped into userspace" (include/linux/mm.h: a page type,
+      such as a free buddy page's, reads as 0).
 
     Open in the RFC (cover letter "Mapcount overflows", 13/13 commit
     message): on 32-bit, _total_mapped_pages is an atomic_long_t of 32
@@ -344,6 +386,17 @@ class TotalMappedPages(NoPageMapcount):
 
     def average(self, mem, heads):
         return folio_total_mapped_pages_average(mem, heads)
+
+    def mapcount_terms(self, mem, pfn):
+        head = mem.head[pfn]
+        return ('folio_total_mapped_pages_average',
+                {'total_mapped_pages': int(mem.total_mapped_pages[head]),
+                 'order': int(mem.order[head])})
+
+    def debug_columns(self, mem, heads):
+        """_entire_mapcount is gone; _total_mapped_pages counts the pages
+        every mapping covers (RFC 13/13)."""
+        return [('total_mapped_pages', mem.total_mapped_pages[heads])]
 
 
 def policy_for(config):

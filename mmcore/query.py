@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .memory import (FL_ACTIVE, FL_ANON, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED, FL_PAGECACHE,
-                     FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
+from .memory import (FL_ACTIVE, FL_ANON, FL_DEFERRED, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED,
+                     FL_PAGECACHE, FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
                      FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, sorted_unique)
 from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE, \
     VM_GROWSDOWN
@@ -400,3 +400,210 @@ def true_page_mapcounts(k):
             lpfn = v.pmd_leaves()[1]
             np.add.at(counts, (lpfn[:, None] + np.arange(HPAGE_PMD_NR)).ravel(), 1)
     return counts
+
+
+def folio_state_at(k, pfn):
+    """The state of the folio holding `pfn` that no /proc file shows as
+    such (semantics.md 3): order, refcount, large and entire mapcount
+    (total mapped pages of the 2026 RFC's kernel instead), the two MM-ID slots as (pid, per-MM mapcount) or None for a free slot,
+    FOLIO_MM_IDS_SHARED_BIT and PG_partially_mapped (on the deferred split
+    queue).  None when the frame is free; slots are None for small folios."""
+    mem = k.mem
+    if not 0 <= pfn < mem.nr_frames or mem.free[pfn]:
+        return None
+    head = int(mem.head[pfn])
+    order = int(mem.order[head])
+    pid_of = {p.mm.mm_id: pid for pid, p in k.processes.items()}
+    slots = None
+    if order > 0:
+        slots = tuple((pid_of.get(int(mem.mm_id[head, i]), -1), int(mem.mm_id_mapcount[head, i]))
+                      if mem.mm_id[head, i] else None for i in (0, 1))
+    return {'head': head, 'order': order, 'nr_pages': 1 << order,
+            'refcount': int(mem.refcount[head]),
+            'large_mapcount': int(mem.large_mapcount[head]) if order else
+            int(mem.page_mapcount[head]),
+            'entire_mapcount': int(mem.entire_mapcount[head]),
+            'total_mapped_pages': int(mem.total_mapped_pages[head]),
+            'slots': slots, 'maybe_shared': bool(mem.maybe_shared[head]) if order else None,
+            'partially_mapped': bool(mem.flags[head] & FL_PARTIALLY_MAPPED)}
+
+
+# --- internal state (sys/kernel/debug/mmemu) -----------------------------------------
+
+# folio flag bits by their kernel names (enum pageflags and folio state)
+FOLIO_FLAG_NAMES = [(FL_ANON, 'anon'), (FL_SWAPBACKED, 'swapbacked'), (FL_PAGECACHE, 'pagecache'),
+                    (FL_UPTODATE, 'uptodate'), (FL_DIRTY, 'dirty'), (FL_LRU, 'lru'),
+                    (FL_ACTIVE, 'active'), (FL_REFERENCED, 'referenced'),
+                    (FL_UNEVICTABLE, 'unevictable'), (FL_MLOCKED, 'mlocked'), (FL_KSM, 'ksm'),
+                    (FL_ZERO, 'zero'), (FL_RESERVED, 'reserved'),
+                    (FL_PARTIALLY_MAPPED, 'partially_mapped'), (FL_DEFERRED, 'deferred_list')]
+
+
+def folio_flag_names(flags):
+    return [name for bit, name in FOLIO_FLAG_NAMES if int(flags) & bit]
+
+
+def folio_mappers(k, heads):
+    """For each folio of `heads` (sorted), {pid: pages of it the pid maps}
+    from the page tables (a PMD maps every page of its folio)."""
+    heads = np.asarray(heads, dtype=np.int64)
+    out = [dict() for _ in range(len(heads))]
+    for pid, p in sorted(k.processes.items()):
+        h = np.concatenate([k.mem.head[v.mapped_pfns()] for v in p.mm.vmas] or
+                           [np.zeros(0, dtype=np.int64)])
+        if len(h) == 0:
+            continue
+        uh, cnt = np.unique(h, return_counts=True)
+        pos = np.searchsorted(heads, uh)
+        ok = (pos < len(heads)) & (heads[np.minimum(pos, len(heads) - 1)] == uh)
+        for i, c in zip(pos[ok], cnt[ok]):
+            out[i][pid] = int(c)
+    return out
+
+
+def folio_state(k):
+    """Every allocated folio (reserved frames aside, the zero pages
+    included) with what the kernel keeps in its struct folio: dict of
+    per-folio arrays, `config_columns` [(name, values)] from the mapcount
+    policy (large folios; 0 for small ones) and `mappers`."""
+    from .rmap import folio_kind
+    mem = k.mem
+    heads = mem.allocated_folio_heads()
+    f = mem.flags[heads]
+    heads = heads[((f & FL_RESERVED) == 0) | ((f & FL_ZERO) != 0)]
+    f = mem.flags[heads]
+    order = mem.order[heads].astype(np.int64)
+    kind = folio_kind(mem, heads).astype(object)
+    kind[(f & FL_ZERO) != 0] = 'zero'
+    large = order > 0
+    lg = heads[large]
+    cols = {}
+    for name, vals in k.policy.debug_columns(mem, lg):
+        full = np.zeros(len(heads), dtype=np.int64)
+        full[large] = vals
+        cols[name] = full
+    mapcount = np.where(large, mem.large_mapcount[heads], mem.page_mapcount[heads])
+    return {
+        'pfn': heads, 'order': order, 'kind': kind, 'flags': f, 'large': large,
+        'refcount': mem.refcount[heads], 'pincount': mem.pincount[heads],
+        'mapcount': np.where((f & FL_ZERO) != 0, 0, mapcount),
+        'large_mapcount': mem.large_mapcount[heads],
+        'mm_id': mem.mm_id[heads], 'mm_id_mapcount': mem.mm_id_mapcount[heads],
+        'maybe_shared': mem.maybe_shared[heads],
+        'partially_mapped': (f & FL_PARTIALLY_MAPPED) != 0,
+        'deferred_list': (f & FL_DEFERRED) != 0,
+        'config_columns': list(cols.items()),
+        'mappers': folio_mappers(k, heads),
+    }
+
+
+def mm_id_usage(k):
+    """Per process: (pid, mm_id, large folios with the MM in slot 0, in
+    slot 1, large folios it maps while in neither slot)."""
+    st = folio_state(k)
+    lg = st['large'] & (st['kind'] != 'zero')
+    ids = st['mm_id'][lg]
+    mappers = [m for m, is_lg in zip(st['mappers'], lg) if is_lg]
+    rows = []
+    for pid, p in sorted(k.processes.items()):
+        mid = p.mm.mm_id
+        in0 = ids[:, 0] == mid
+        in1 = ids[:, 1] == mid
+        untracked = sum(1 for i, m in enumerate(mappers) if pid in m and not in0[i] and not in1[i])
+        rows.append((pid, mid, int(in0.sum()), int(in1.sum()), untracked))
+    return rows
+
+
+def mthp_stats(k, size_kb):
+    """The counters of hugepages-<size>kB/stats: events the core counted
+    where the kernel calls count_mthp_stat(), and the two state counters
+    the kernel keeps with mod_mthp_stat(): nr_anon (anon folios of that
+    size, from folio_add_new_anon_rmap() to their free or split) and
+    nr_anon_partially_mapped (those flagged partially mapped)."""
+    prefix = 'mthp/%dkB/' % size_kb
+    out = {name[len(prefix):]: n for name, n in k.events.items() if name.startswith(prefix)}
+    mem = k.mem
+    heads = mem.allocated_folio_heads()
+    order = (size_kb // 4).bit_length() - 1
+    f = mem.flags[heads]
+    anon = heads[(mem.order[heads] == order) & ((f & FL_ANON) != 0) & ((f & FL_ZERO) == 0)]
+    out['nr_anon'] = len(anon)
+    out['nr_anon_partially_mapped'] = int(((mem.flags[anon] & FL_PARTIALLY_MAPPED) != 0).sum())
+    return out
+
+
+@dataclass
+class PageFacts:
+    """Everything /proc shows about one virtual page, and why (`mmemu
+    explain`)."""
+    pid: int
+    addr: int
+    vma: object
+    index: int                 # page index in the VMA
+    pfn: int                   # -1: not present
+    head: int
+    order: int
+    kind: str
+    flags: list
+    refcount: int
+    slots: tuple               # ((mm_id, mapcount, pid), (mm_id, mapcount, pid))
+    maybe_shared: bool
+    large_mapcount: int
+    config_columns: list       # [(name, value)] the config keeps
+    mappers: dict              # pid -> pages of the folio it maps
+    page_mappers: int          # page-table entries mapping this very page
+    kpagecount: int
+    mapcount: int              # smaps' m
+    private: bool              # smaps Private_* (vs Shared_*)
+    pm_exclusive: bool         # pagemap bit 56
+    numa_mapcount: int         # numa_maps' count (mapmax)
+    pmd: bool
+    zero: bool
+    mapcount_terms: tuple
+    exclusive_terms: tuple
+    history: list              # history.SlotEvent of the folio
+
+
+def page_facts(k, pid, addr):
+    """The facts about the page at `addr` of process `pid`; None when no
+    VMA covers it.  Raises KeyError for an unknown pid."""
+    proc = k.processes[pid]
+    vma = next((v for v in proc.mm.vmas if v.start <= addr < v.end), None)
+    if vma is None:
+        return None
+    i = (addr - vma.start) >> PAGE_SHIFT
+    pv = vma_pages(k, vma)
+    pfn = int(pv.pfn[i])
+    mem = k.mem
+    facts = dict(pid=pid, addr=addr, vma=vma, index=i, pfn=pfn, pmd=bool(pv.pmd[i]),
+                 zero=bool(pv.zero[i]), mapcount=int(pv.mapcount[i]), private=bool(pv.private[i]),
+                 pm_exclusive=bool(pv.pm_exclusive[i]), numa_mapcount=int(pv.numa_mapcount[i]))
+    if pfn < 0:
+        return PageFacts(head=-1, order=0, kind='', flags=[], refcount=0, slots=(), maybe_shared=False,
+                         large_mapcount=0, config_columns=[], mappers={}, page_mappers=0,
+                         kpagecount=0, mapcount_terms=(), exclusive_terms=(), history=[], **facts)
+    from .rmap import folio_kind
+    head = int(mem.head[pfn])
+    order = int(mem.order[head])
+    owners = {p.mm.mm_id: q for q, p in k.processes.items()}
+    large = order > 0
+    slots = tuple((int(mem.mm_id[head, s]), int(mem.mm_id_mapcount[head, s]),
+                   owners.get(int(mem.mm_id[head, s]), -1)) for s in (0, 1)) if large else ()
+    if large:
+        mterms = k.policy.mapcount_terms(mem, pfn)
+        eterms = k.policy.exclusive_terms(mem, pfn)
+        cols = [(n, int(v[0])) for n, v in k.policy.debug_columns(mem, np.array([head]))]
+    else:
+        mterms = ('page_mapcount', {'page_mapcount': int(mem.page_mapcount[head])})
+        eterms = ('page_mapcount_is_1', {'page_mapcount': int(mem.page_mapcount[head])})
+        cols = []
+    kind = 'zero' if mem.flags[head] & FL_ZERO else str(folio_kind(mem, np.array([head]))[0])
+    return PageFacts(head=head, order=order, kind=kind, flags=folio_flag_names(mem.flags[head]),
+                     refcount=int(mem.refcount[head]), slots=slots,
+                     maybe_shared=bool(mem.maybe_shared[head]) if large else False,
+                     large_mapcount=int(mem.large_mapcount[head]) if large else 0,
+                     config_columns=cols, mappers=folio_mappers(k, [head])[0],
+                     page_mappers=int(true_page_mapcounts(k)[pfn]),
+                     kpagecount=int(kpagecount(k, [pfn])[0]), mapcount_terms=mterms,
+                     exclusive_terms=eterms,
+                     history=k.slot_history.events(head) if large else [], **facts)

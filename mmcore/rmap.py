@@ -33,6 +33,29 @@ class Rmap:
         self.events = events if events is not None else Counter()
         # what the rmap code touches (cost.py): one sum per batch
         self.cost = cost if cost is not None else Counter()
+        self.history = None       # a history.SlotHistory, when the kernel keeps one
+
+    def _record(self, op, mm_id, heads, before_ids=None, before_shared=None, untracked=None):
+        """Logs to the slot history the folios of `heads` (candidates the
+        caller picked) whose slots or shared bit changed, or whose MM got
+        no slot."""
+        if len(heads) == 0:
+            return
+        m = self.mem
+        ids = m.mm_id[heads]
+        shared = m.maybe_shared[heads]
+        if op == 'new':
+            changed = np.ones(len(heads), dtype=bool)
+            untracked = np.zeros(len(heads), dtype=bool)
+        else:
+            if untracked is None:
+                untracked = np.zeros(len(heads), dtype=bool)
+            changed = (ids != before_ids).any(axis=1) | untracked
+            if before_shared is not None:
+                changed |= shared != before_shared
+        h = heads[changed]
+        self.history.record(op, mm_id, h, ids[changed], m.mm_id_mapcount[h], shared[changed],
+                            untracked[changed])
 
     # --- MM owner tracking (config independent) -------------------------------
     def _slots_set(self, mm_id, heads, n):
@@ -46,65 +69,84 @@ class Rmap:
         m.maybe_shared[heads] = False
         self.cost['large_mapcount'] += len(heads)
         self.cost['mm_id_slots'] += 2 * len(heads)
+        if self.history is not None:
+            self._record('new', mm_id, heads)
 
     def _slots_add(self, mm_id, heads, n):
         """folio_add_large_mapcount(): semantics.md 4.2.  One bit-spinlock
         acquisition per folio of the batch (folio_lock_large_mapcount)."""
         m = self.mem
         m.large_mapcount[heads] += n
-        cost = self.cost
-        cost['mapcount_lock'] += len(heads)
-        cost['large_mapcount'] += len(heads)
         ids = m.mm_id[heads]
         cnt = m.mm_id_mapcount[heads]
         limit = self.config.mm_id_mapcount_max
         in0 = ids[:, 0] == mm_id
         in1 = ~in0 & (ids[:, 1] == mm_id)
+        rest = ~in0 & ~in1
+        changed = rest.copy()         # for the slot history: slots taken, lost or refused
+        writes = 0
         for slot, mine in ((0, in0), (1, in1)):
             h = heads[mine]
             c = cnt[mine, slot] + n[mine]
             over = c > limit          # 32-bit: the signed 16-bit count overflowed
             m.mm_id_mapcount[h, slot] = np.where(over, 0, c)
-            m.mm_id[h[over], slot] = 0
-            m.maybe_shared[h[over]] = True
-            cost['mm_id_slots'] += len(h) + int(np.count_nonzero(over))
-        rest = ~in0 & ~in1
+            ho = h[over]
+            m.mm_id[ho, slot] = 0
+            m.maybe_shared[ho] = True
+            if len(ho):
+                changed[np.flatnonzero(mine)[over]] = True
+            writes += len(h) + len(ho)
         take0 = rest & (ids[:, 0] == 0)
         h = heads[take0]
         m.mm_id[h, 0] = mm_id
         m.mm_id_mapcount[h, 0] = n[take0]
         m.maybe_shared[h[m.large_mapcount[h] != n[take0]]] = True
+        writes += 2 * len(h)
         take1 = rest & ~take0 & (ids[:, 1] == 0)
         h = heads[take1]
         m.mm_id[h, 1] = mm_id
         m.mm_id_mapcount[h, 1] = n[take1]
         m.maybe_shared[h] = True
-        cost['mm_id_slots'] += 2 * (int(np.count_nonzero(take0)) + len(h))
+        self._count_batch(len(heads), writes + 2 * len(h))
+        if self.history is not None and changed.any():
+            self._record('add', mm_id, heads[changed], ids[changed],
+                         untracked=(rest & ~take0 & ~take1)[changed])
+
+    def _count_batch(self, nr_folios, slot_writes):
+        """One folio_{add,sub}_return_large_mapcount() per folio of a batch:
+        the bit spinlock, the large mapcount, the slot fields written."""
+        cost = self.cost
+        cost['mapcount_lock'] += nr_folios
+        cost['large_mapcount'] += nr_folios
+        cost['mm_id_slots'] += slot_writes
 
     def _slots_sub(self, mm_id, heads, n):
         """folio_sub_large_mapcount(): semantics.md 4.3.  The shared bit is
         re-evaluated only when a slot is freed or the MM is untracked."""
         m = self.mem
         m.large_mapcount[heads] -= n
-        cost = self.cost
-        cost['mapcount_lock'] += len(heads)
-        cost['large_mapcount'] += len(heads)
         ids = m.mm_id[heads]
         in0 = ids[:, 0] == mm_id
         in1 = ~in0 & (ids[:, 1] == mm_id)
         check = ~in0 & ~in1
+        writes = 0
         for slot, mine in ((0, in0), (1, in1)):
             h = heads[mine]
             c = m.mm_id_mapcount[h, slot] - n[mine]
             gone = c <= 0
             m.mm_id_mapcount[h, slot] = np.where(gone, 0, c)
-            m.mm_id[h[gone], slot] = 0
+            hg = h[gone]
+            m.mm_id[hg, slot] = 0
             check[np.flatnonzero(mine)[gone]] = True
-            cost['mm_id_slots'] += len(h) + int(np.count_nonzero(gone))
+            writes += len(h) + len(hg)
+        self._count_batch(len(heads), writes)
         h = heads[check]
         lm = m.large_mapcount[h]
         owned = (m.mm_id_mapcount[h, 0] == lm) | (m.mm_id_mapcount[h, 1] == lm)
+        shared0 = m.maybe_shared[h]
         m.maybe_shared[h[owned]] = False
+        if self.history is not None:
+            self._record('sub', mm_id, h, ids[check], shared0)
 
     # --- mappings ------------------------------------------------------------------
     def add_new_anon(self, mm_id, heads, pmd):

@@ -14,6 +14,7 @@ memory semantics; the mm core replays the steps for that.
 from collections import Counter
 from dataclasses import dataclass, field
 import re
+import reprlib
 from typing import ClassVar
 
 import yaml
@@ -46,6 +47,7 @@ DEFAULT_MEMORY = GiB
 MIN_MEMORY = 16 * MiB
 PID_MAX_LIMIT = 4 * 1024 * 1024         # PID_MAX_LIMIT on 64-bit
 TASK_COMM_LEN = 16
+ID_MAX = (1 << 32) - 2                  # uid_t/gid_t; (uid_t)-1 is no id
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE   # x86_64, 4-level page tables
 # user address space per word size: x86-64 4-level TASK_SIZE_MAX, the
 # 3G/1G split of the 32-bit profiles
@@ -57,6 +59,11 @@ MAX_MEMORY = 256 * GiB
 # larger than a PMD (the 2026 RFC); the 6.18 kernels refuse more than
 # MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER when they load the scenario
 MAX_PAGECACHE_FOLIO = 4 * PMD_SIZE
+# file sizes the loader accepts (a clear error instead of a host MemoryError)
+MAX_FILE_SIZE = 64 * GiB
+MAX_LFS_FILESIZE = (1 << 63) - 1
+MAX_NESTING = 64                        # YAML collections inside each other
+SIZE_SUFFIXES = 'K, M, G or T'
 
 
 class ScenarioError(Exception):
@@ -167,6 +174,8 @@ class ProcessSpec:
     pid: int
     comm: str
     cgroup: str
+    uid: int = 0                    # real, effective, saved and fs uid
+    gid: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,6 +286,26 @@ class Thp(Step):
 class Snapshot(Step):
     op: ClassVar[str] = 'snapshot'
     label: str
+
+
+@dataclass(frozen=True, eq=False)
+class Expect(Step):
+    """Values stated at this point of the replay, for the verifier
+    (procfs.expect); the kernel ignores the step.
+
+    subject: one of EXPECT_SUBJECTS
+    target:  the subject's resolved arguments (pid, vma, offset, length,
+             since, at, cgroup, version), absent ones left out
+    fields:  ((name, value, line), ...): the stated values as written, a
+             scalar or list for every config, or a mapping config -> value
+    configs: the config names the step speaks about (None: every config)
+    """
+    op: ClassVar[str] = 'expect'
+    subject: str
+    target: dict
+    fields: tuple
+    configs: tuple | None = None
+    note: str = ''
 
 
 # --- named-range bookkeeping ------------------------------------------------
@@ -392,7 +421,7 @@ class _Book:
         self.exited = {}            # pid -> index of its exit step
 
     def apply(self, st):
-        if isinstance(st, (Thp, Snapshot)):
+        if isinstance(st, (Thp, Snapshot, Expect)):
             return
         proc = self.procs[st.pid]
         if isinstance(st, Mmap):
@@ -472,7 +501,21 @@ class _LineList(list):
 
 
 class _YamlLoader(yaml.SafeLoader):
-    pass
+    """SafeLoader that records line numbers, refuses nesting deeper than
+    MAX_NESTING (the composer recurses per level) and reports integers it
+    cannot read at their line."""
+
+    def compose_node(self, parent, index):
+        depth = getattr(self, '_depth', 0)
+        if depth >= MAX_NESTING:
+            raise yaml.composer.ComposerError(
+                None, None, 'collections nested more than %d deep' % MAX_NESTING,
+                self.peek_event().start_mark)
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
 
 
 def _construct_map(loader, node):
@@ -506,8 +549,35 @@ def _construct_seq(loader, node):
     return s
 
 
+def _construct_int(loader, node):
+    text = loader.construct_scalar(node)
+    try:
+        v = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, 'the integer %s... is too long to read' % text[:20],
+            node.start_mark) from None
+    if v == 0 and text.lstrip().startswith('-'):
+        raise yaml.constructor.ConstructorError(
+            None, None, 'negative zero (%s): write 0' % text, node.start_mark)
+    return v
+
+
+_YamlLoader.add_constructor('tag:yaml.org,2002:int', _construct_int)
 _YamlLoader.add_constructor('tag:yaml.org,2002:map', _construct_map)
 _YamlLoader.add_constructor('tag:yaml.org,2002:seq', _construct_seq)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.repr__LineList = _REPR.repr_list          # reprlib dispatches on the type's name
+_REPR.repr__LineMap = _REPR.repr_dict
+
+
+def _short(v):
+    """repr() of a value from the file, bounded in depth and length (YAML
+    aliases can make a small file hold an exponentially large list)."""
+    return _REPR.repr(v)
 
 
 def _type_name(v):
@@ -522,8 +592,8 @@ def _type_name(v):
     if isinstance(v, int):
         return 'an integer (%d)' % v
     if isinstance(v, str):
-        return 'a string (%r)' % v
-    return '%s (%r)' % (type(v).__name__, v)
+        return 'a string (%s)' % _short(v)
+    return '%s (%s)' % (type(v).__name__, _short(v))
 
 
 # --- the parser ------------------------------------------------------------------
@@ -533,7 +603,7 @@ TOP_KEYS = ('format', 'name', 'description', 'kernel', 'files', 'cgroups',
 KERNEL_KEYS = ('memory', 'page_size', 'thp', 'mapcount', 'bits')
 THP_KEYS = ('enabled', 'sizes', 'shmem_enabled', 'use_zero_page')
 FILE_KEYS = ('name', 'size', 'folio_size', 'path')
-PROCESS_KEYS = ('pid', 'comm', 'cgroup')
+PROCESS_KEYS = ('pid', 'comm', 'cgroup', 'uid', 'gid')
 RANGE_KEYS = ('vma', 'offset', 'length')
 # operation -> (required keys, optional keys); `pid` and `expect` are added
 # to every operation except thp and snapshot
@@ -551,7 +621,20 @@ STEP_KEYS = {
     'unpin': (('vma',), ('offset', 'length')),
     'thp': ((), THP_KEYS),
     'snapshot': ((), ()),
+    'expect': ((), ()),
 }
+# expect: subject -> (required, optional) arguments of the subject mapping
+EXPECT_SUBJECTS = {
+    'smaps': (('pid', 'vma'), ()),
+    'smaps_rollup': (('pid',), ()),
+    'numa_maps': (('pid', 'vma'), ()),
+    'meminfo': ((), ('since',)),
+    'vmstat': ((), ('since',)),
+    'memcg': ((), ('cgroup', 'version', 'since')),
+    'pages': (('pid', 'vma'), ('offset', 'length', 'since')),
+    'folio': (('pid', 'vma'), ('offset', 'at')),
+}
+EXPECT_KEYS = ('configs', 'note')
 RANGE_STEPS = {'read': Read, 'write': Write, 'munmap': Munmap, 'pin': Pin,
                'unpin': Unpin, 'mprotect': Mprotect, 'madvise': Madvise}
 
@@ -565,7 +648,7 @@ def size_limit_error(what, value, bits=64, memory=None, total=None):
     whole = -(-task // MiB) * MiB
     space = size_name(whole) + (' less %s' % size_name(whole - task) if whole != task else '')
     if what == 'memory' and value > MAX_MEMORY:
-        return 'kernel: memory: %s is larger than the %s machine mmemu emulates' % (
+        return 'kernel: memory: %s is more than the emulator holds (at most %s)' % (
             size_name(value), size_name(MAX_MEMORY))
     if what == 'mapping':
         if value > task:
@@ -594,7 +677,9 @@ class _Parser:
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             what = ' '.join(p for p in (e.problem, '(%s)' % e.context if e.context else None) if p)
-            self.fail(mark.line + 1 if mark else None, 'YAML syntax error: %s' % what)
+            kind = 'YAML' if isinstance(e, (yaml.constructor.ConstructorError,
+                                            yaml.composer.ComposerError)) else 'YAML syntax error'
+            self.fail(mark.line + 1 if mark else None, '%s: %s' % (kind, what))
         except yaml.reader.ReaderError as e:
             line = text.count('\n', 0, e.position) + 1 if isinstance(text, str) else None
             self.fail(line, 'YAML error: %s' % str(e).splitlines()[0])
@@ -656,15 +741,15 @@ class _Parser:
     def choice(self, m, key, choices, where):
         v = m[key]
         if not isinstance(v, str) or v not in choices:
-            self.fail(self.key_line(m, key), '%s: %s: bad value %r (expected one of: %s)'
-                      % (where, key, v, ', '.join(map(str, choices))))
+            self.fail(self.key_line(m, key), '%s: %s: bad value %s (expected one of: %s)'
+                      % (where, key, _short(v), ', '.join(map(str, choices))))
         return v
 
     def size(self, m, key, where):
         v = m[key]
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             self.fail(self.key_line(m, key), '%s: %s: expected a size (bytes, or a number '
-                      'with K, M or G), got %s' % (where, key, _type_name(v)))
+                      'with %s), got %s' % (where, key, SIZE_SUFFIXES, _type_name(v)))
         try:
             return size_bytes(v)
         except ValueError as e:
@@ -678,8 +763,20 @@ class _Parser:
         if v < 0:
             self.fail(line, '%s: %s: must not be negative, got %d' % (where, key, v))
         if v % PAGE_SIZE:
-            self.fail(line, '%s: %s: %d is not a multiple of the page size (4K)'
-                      % (where, key, v))
+            up = -(-v // PAGE_SIZE) * PAGE_SIZE
+            self.fail(line, '%s: %s: %d is not a multiple of the page size (4K); the '
+                      'kernel would round it up to %s (write that)' % (where, key, v,
+                                                                   size_name(up)))
+        return v
+
+    def mapping_size(self, m, key, where):
+        """A page-multiple mapping size that fits in the user address space
+        (larger, mmap and mremap fail with ENOMEM whatever else)."""
+        v = self.page_multiple(m, key, where, positive=True)
+        if v > TASK_SIZE_MAX:
+            self.fail(self.key_line(m, key), '%s: %s: %s is larger than the user address '
+                      'space (128T on x86_64): mmap(2) fails with ENOMEM'
+                      % (where, key, size_name(v)))
         return v
 
     def address(self, m, key, where, size):
@@ -704,8 +801,8 @@ class _Parser:
         self.keys(doc, TOP_KEYS, 'top level', required=('format', 'name'))
         fmt = doc['format']
         if isinstance(fmt, bool) or fmt != FORMAT_VERSION:
-            self.fail(self.key_line(doc, 'format'), 'format: %r is not supported (this '
-                      'loader reads format %d)' % (fmt, FORMAT_VERSION))
+            self.fail(self.key_line(doc, 'format'), 'format: %s is not supported (this '
+                      'loader reads format %d)' % (_short(fmt), FORMAT_VERSION))
         name = self.str_(doc, 'name', 'top level', NAME_RE)
         description = ''
         if doc.get('description') is not None:
@@ -716,6 +813,7 @@ class _Parser:
         cgroups = self.parse_cgroups(doc)
         processes = self.parse_processes(doc, cgroups)
         self.files = files
+        self.cgroups = cgroups
         steps = self.parse_steps(doc, processes, thp)
         return Scenario(path=self.path, name=name, description=description,
                         memory=memory, thp=thp, files=files, cgroups=cgroups,
@@ -732,9 +830,9 @@ class _Parser:
             if memory < MIN_MEMORY or memory % PMD_SIZE:
                 self.fail(self.key_line(k, 'memory'), 'kernel: memory: %s must be at least '
                           '%s and a multiple of 2M' % (k['memory'], size_name(MIN_MEMORY)))
-        why = size_limit_error('memory', memory)
-        if why:
-            self.fail(self.key_line(k, 'memory'), why)
+            why = size_limit_error('memory', memory)
+            if why:
+                self.fail(self.key_line(k, 'memory'), why)
         if 'page_size' in k and self.size(k, 'page_size', 'kernel') != PAGE_SIZE:
             self.fail(self.key_line(k, 'page_size'), 'kernel: page_size: %r is not '
                       'supported (fixed at 4K in format 1)' % (k['page_size'],))
@@ -798,6 +896,10 @@ class _Parser:
             size = self.size(f, 'size', where)
             if size < 0:
                 self.fail(self.key_line(f, 'size'), '%s: size: must not be negative' % where)
+            if size > MAX_FILE_SIZE:
+                self.fail(self.key_line(f, 'size'), '%s: size: %s is more than the emulator '
+                          'holds (files up to %s)' % (where, size_name(size),
+                                                      size_name(MAX_FILE_SIZE)))
             folio = PAGE_SIZE
             if 'folio_size' in f:
                 folio = self.size(f, 'folio_size', where)
@@ -862,7 +964,9 @@ class _Parser:
                 if cgroup not in cgroups:
                     self.fail(self.key_line(p, 'cgroup'), '%s: unknown cgroup %r (cgroups: %s)'
                               % (where, cgroup, ', '.join(cgroups)))
-            out.append(ProcessSpec(pid, comm, cgroup))
+            uid = self.int_(p, 'uid', where, 0, ID_MAX) if 'uid' in p else 0
+            gid = self.int_(p, 'gid', where, 0, ID_MAX) if 'gid' in p else 0
+            out.append(ProcessSpec(pid, comm, cgroup, uid, gid))
         return out
 
     def comm(self, m, where):
@@ -906,6 +1010,8 @@ class _Parser:
         if op == 'thp':
             self.thp = self.thp_settings(self.thp, args, line, where)
             return Thp(self.thp, index=index, line=line)
+        if op == 'expect':
+            return self.parse_expect(index, line, args, where)
         a = self.mapping(args, line, where)
         required, optional = STEP_KEYS[op]
         self.keys(a, ('pid',) + required + optional + ('expect',), where,
@@ -913,8 +1019,8 @@ class _Parser:
         common = {'index': index, 'line': line, 'expect_fault': False}
         if 'expect' in a:
             if a['expect'] != 'fault':
-                self.fail(self.key_line(a, 'expect'), "%s: expect: bad value %r (the only "
-                          "expectation is 'fault')" % (where, a['expect']))
+                self.fail(self.key_line(a, 'expect'), "%s: expect: bad value %s (the only "
+                          "expectation is 'fault')" % (where, _short(a['expect'])))
             common['expect_fault'] = True
         pid = self.int_(a, 'pid', where)
         proc = self.book.procs.get(pid)
@@ -944,7 +1050,7 @@ class _Parser:
         if op == 'mremap':
             new_size = r.size
             if 'new_size' in a:
-                new_size = self.page_multiple(a, 'new_size', where, positive=True)
+                new_size = self.mapping_size(a, 'new_size', where)
                 self.check_mapping(proc, a, 'new_size', where, new_size, vma)
             move_to = None
             if 'move_to' in a:
@@ -987,7 +1093,7 @@ class _Parser:
         if name in proc.ranges:
             self.fail(self.key_line(a, 'name'), '%s: name %r is already used in pid %d'
                       % (where, name, pid))
-        size = self.page_multiple(a, 'size', where, positive=True)
+        size = self.mapping_size(a, 'size', where)
         self.check_mapping(proc, a, 'size', where, size, name)
         kind = self.choice(a, 'kind', KINDS, where) if 'kind' in a else 'anon'
         file, file_offset = None, 0
@@ -1000,6 +1106,11 @@ class _Parser:
                           % (where, file, ', '.join(self.files) or 'none'))
             if 'file_offset' in a:
                 file_offset = self.page_multiple(a, 'file_offset', where)
+                if file_offset + size > MAX_LFS_FILESIZE:
+                    # file_mmap_ok(): mmap(2) fails with EOVERFLOW
+                    self.fail(self.key_line(a, 'file_offset'), '%s: file_offset: %s + size %s '
+                              'is past the largest file offset (8E): mmap(2) fails with '
+                              'EOVERFLOW' % (where, size_name(file_offset), size_name(size)))
         else:
             for key in ('file', 'file_offset'):
                 if key in a:
@@ -1009,12 +1120,9 @@ class _Parser:
         align = PAGE_SIZE
         if 'align' in a:
             align = self.size(a, 'align', where)
-            if not is_power_of_2(align) or align < PAGE_SIZE:
+            if not is_power_of_2(align) or align < PAGE_SIZE or align > TASK_SIZE_MAX:
                 self.fail(self.key_line(a, 'align'), '%s: align: %r must be a power of two '
-                          '>= 4K' % (where, a['align']))
-            why = size_limit_error('mapping', align, self.bits)
-            if why:
-                self.fail(self.key_line(a, 'align'), '%s: align: %s' % (where, why))
+                          'from 4K to 64T' % (where, a['align']))
         addr = None
         if 'addr' in a:
             addr = self.address(a, 'addr', where, size)
@@ -1038,13 +1146,108 @@ class _Parser:
             self.keys(args, ('label',), where, required=('label',))
             label, label_line = args['label'], self.key_line(args, 'label')
         if not isinstance(label, str) or not NAME_RE.fullmatch(label):
-            self.fail(label_line, '%s: label %r must be a string matching [a-z0-9-]+'
-                      % (where, label))
+            self.fail(label_line, '%s: label %s must be a string matching [a-z0-9-]+'
+                      % (where, _short(label)))
         if label in self.labels:
             self.fail(label_line, '%s: label %r already used at step %d'
                       % (where, label, self.labels[label]))
         self.labels[label] = index
         return Snapshot(label, index=index, line=line)
+
+    def parse_expect(self, index, line, args, where):
+        """An `expect` step: exactly one subject key (EXPECT_SUBJECTS) with
+        its arguments, optional `configs` and `note`, and at least one
+        stated field.  Field names and config names are checked against
+        the renderers and the kernel profiles by procfs.expect.validate()."""
+        a = self.mapping(args, line, where, none_ok=False)
+        subjects = [k for k in a if k in EXPECT_SUBJECTS]
+        if len(subjects) != 1:
+            self.fail(line, '%s: needs exactly one subject (%s), got %s' % (
+                where, ', '.join(EXPECT_SUBJECTS),
+                ', '.join(map(repr, subjects)) if subjects else 'none'))
+        subject = subjects[0]
+        swhere = '%s.%s' % (where, subject)
+        t = self.mapping(a[subject], self.key_line(a, subject), swhere)
+        required, optional = EXPECT_SUBJECTS[subject]
+        self.keys(t, required + optional, swhere, required=required)
+        target = {}
+        proc = None
+        if 'pid' in t:
+            pid = target['pid'] = self.int_(t, 'pid', swhere)
+            proc = self.book.procs.get(pid)
+            if proc is None:
+                why = ('it exited at step %d' % self.book.exited[pid] if pid in self.book.exited
+                       else 'live processes: %s' % ', '.join(map(str, sorted(self.book.procs))))
+                self.fail(self.key_line(t, 'pid'), '%s: unknown pid %d (%s)' % (swhere, pid, why))
+        if 'vma' in t:
+            vma = target['vma'] = self.str_(t, 'vma', swhere)
+            r = proc.ranges.get(vma)
+            if r is None or not r.mapped:
+                self.fail(self.key_line(t, 'vma'), '%s: %s vma %r in pid %d (known: %s)' % (
+                    swhere, 'unknown' if r is None else 'nothing mapped of', vma, target['pid'],
+                    ', '.join(sorted(n for n, x in proc.ranges.items() if x.mapped)) or 'none'))
+            if subject == 'pages':
+                target['offset'], target['length'] = self.range_args(t, r, swhere)
+            elif subject == 'folio':
+                target['offset'] = self.page_multiple(t, 'offset', swhere) if 'offset' in t else 0
+                if target['offset'] >= r.size:
+                    self.fail(self.key_line(t, 'offset'), '%s: offset %s is past the end of '
+                              '%r (size %s)' % (swhere, size_name(target['offset']), vma,
+                                                size_name(r.size)))
+        for key in ('since', 'at'):
+            if key in t:
+                label = self.str_(t, key, swhere)
+                if label not in self.labels:
+                    self.fail(self.key_line(t, key), '%s: %s: %r is not an earlier snapshot '
+                              '(labels so far: %s)' % (swhere, key, label,
+                                                       ', '.join(self.labels) or 'none'))
+                target[key] = label
+        if 'cgroup' in t:
+            target['cgroup'] = self.str_(t, 'cgroup', swhere)
+            if target['cgroup'] not in self.cgroups:
+                self.fail(self.key_line(t, 'cgroup'), '%s: unknown cgroup %r (cgroups: %s)'
+                          % (swhere, target['cgroup'], ', '.join(self.cgroups)))
+        if 'version' in t:
+            target['version'] = self.int_(t, 'version', swhere)
+            if target['version'] not in (1, 2):
+                self.fail(self.key_line(t, 'version'), '%s: version: must be 1 or 2, got %d'
+                          % (swhere, target['version']))
+        configs = None
+        if 'configs' in a:
+            lst = a['configs']
+            if isinstance(lst, str):
+                lst = [lst]
+            if not isinstance(lst, list) or not lst or \
+                    not all(isinstance(c, str) and c for c in lst):
+                self.fail(self.key_line(a, 'configs'), '%s: configs: expected a config name '
+                          'or a list of config names, got %s' % (where, _type_name(a['configs'])))
+            configs = tuple(lst)
+        note = ''
+        if 'note' in a:
+            note = self.str_(a, 'note', where)
+        fields = []
+        for name, value in a.items():
+            if name == subject or name in EXPECT_KEYS:
+                continue
+            fline = self.key_line(a, name)
+            if not isinstance(name, str):
+                self.fail(fline, '%s: a field name must be a string, got %s'
+                          % (where, _type_name(name)))
+            if isinstance(value, dict):
+                if not value:
+                    self.fail(fline, '%s: %s: an empty mapping of configs' % (where, name))
+                for c, v in value.items():
+                    if not isinstance(c, str):
+                        self.fail(fline, '%s: %s: config names are strings, got %s'
+                                  % (where, name, _type_name(c)))
+                    if isinstance(v, dict):
+                        self.fail(self.key_line(value, c), '%s: %s: %s: expected a value or '
+                                  'a list, got a mapping' % (where, name, c))
+            fields.append((name, value, fline))
+        if not fields:
+            self.fail(line, '%s: states no value (add fields such as Rss: 64 next to %s)'
+                      % (where, subject))
+        return Expect(subject, target, tuple(fields), configs, note, index=index, line=line)
 
 
 def parse_scenario_text(text, path='<string>'):
@@ -1064,3 +1267,63 @@ def load_scenario(path):
     except UnicodeDecodeError as e:
         raise _error(path, raw.count(b'\n', 0, e.start) + 1, 'not UTF-8 text') from None
     return parse_scenario_text(text, str(path))
+
+
+class LiveSteps:
+    """Validates the steps of a live replay one at a time: the scenario's
+    own steps (re-read from its YAML, so they are checked against the state
+    that extra steps may have changed) and extra steps given as text
+    (`mmemu do`), each exactly as a step of the file would be checked at
+    that point.  `parse_*` leaves the bookkeeping unchanged; `commit()`
+    records a step the kernels performed."""
+
+    def __init__(self, scenario, text):
+        self.scenario = scenario
+        p = _Parser(scenario.path)
+        doc = p.load_yaml(text)
+        self.items = doc['steps']
+        self.parser = p
+        p.files = scenario.files
+        p.book = _Book(scenario.processes)
+        p.thp = scenario.thp
+        p.labels = {}
+        self.extra = 0
+
+    def _parse(self, path, index, item, line):
+        p = self.parser
+        saved = p.path, p.thp, dict(p.labels)
+        p.path = path
+        try:
+            return p.parse_step(index, item, line)
+        finally:
+            p.path, p.thp, p.labels = saved
+
+    def file_step(self, i):
+        """Step i (0-based) of the scenario file."""
+        return self._parse(self.scenario.path, i + 1, self.items[i], self.items.item_lines[i])
+
+    def extra_step(self, text, path='<do>'):
+        """One step written in the scenario format (`fork: {pid: 100,
+        child: 105}`, or the same as a one-item list); numbered after the
+        file's steps."""
+        item = _Parser(path).load_yaml(text)
+        if isinstance(item, list) and len(item) == 1:
+            item = item[0]
+        if item is None:
+            raise _error(path, 1, 'empty step')
+        index = len(self.items) + self.extra + 1
+        st = self._parse(path, index, item, getattr(item, 'line', 1))
+        if isinstance(st, Snapshot) and st.label in self.scenario.labels:
+            raise _error(path, 1, 'step %d (snapshot): label %r is a snapshot of the scenario'
+                         % (index, st.label))
+        return st
+
+    def commit(self, st):
+        p = self.parser
+        if isinstance(st, Thp):
+            p.thp = st.settings
+        elif isinstance(st, Snapshot):
+            p.labels[st.label] = st.index
+        p.book.apply(st)
+        if st.index > len(self.items):
+            self.extra += 1

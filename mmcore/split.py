@@ -58,6 +58,30 @@ def can_split_folio(k, head, mappings):
     return mem.refcount[head] == mem.large_mapcount[head] + extra
 
 
+def unmap_folio(k, head, mappings):
+    """unmap_folio() before a split: try_to_migrate() (anon) or
+    try_to_unmap() (page cache) with TTU_SPLIT_HUGE_PMD take the mappings
+    down in rmap walk order, a PMD leaf at once (split_huge_pmd_locked(),
+    frozen: a THP_SPLIT_PMD event) and PTEs one page at a time, so the
+    rmap sees the folio partially mapped on the way and queues it
+    (deferred_split_folio(): the split_deferred events).  The mapcounts it
+    leaves are replaced by the split."""
+    rmap = k.rmap
+    for p, v, idx in mappings:
+        mm_id = p.mm.mm_id
+        pfns = v.ptes_at(idx)[0]
+        leaves = set(pmdops.pmd_leaves_in(v, int(idx.min()), int(idx.max()) + 1))
+        i = 0
+        while i < len(idx):
+            if int(idx[i]) in leaves:
+                rmap.remove_pmd(mm_id, np.array([head]))
+                k.count_event('thp_split_pmd')
+                i += HPAGE_PMD_NR
+                continue
+            rmap.remove_ptes(mm_id, pfns[i:i + 1])
+            i += 1
+
+
 def split_folio(k, head):
     """split_folio(): splits a large folio into order-0 folios.  Every
     mapping is taken down and re-made on the small folios (a PMD mapping
@@ -78,6 +102,7 @@ def split_folio(k, head):
     pfns = head + np.arange(nr)
     if any((v.ptes_at(idx)[1] & PTE_DIRTY).any() for _, v, idx in mappings):
         mem.flags[head] |= FL_DIRTY       # try_to_migrate_one(): a dirty PTE dirties the folio
+    unmap_folio(k, head, mappings)
     for p, v, idx in mappings:
         leaves = v.pmd_leaves(int(idx.min()), int(idx.max()) + 1)[0]
         v.pt.leaves_to_tables(v.pmd_key(leaves))

@@ -34,6 +34,8 @@ def size_bytes(value):
     if isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m:
+            if len(m.group(1)) > 30:
+                raise ValueError('%s...: too many digits for a size' % value.strip()[:20])
             return int(m.group(1)) * _SUFFIX[(m.group(2) or '').upper()]
     raise ValueError('not a size: %r (use bytes or a number with K, M, G or T)' % (value,))
 

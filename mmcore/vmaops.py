@@ -89,6 +89,9 @@ def do_mremap(k, proc, name, new_size, move_to):
         raise Fault('EFAULT: range %r spans %d VMAs; mremap needs one' % (name, len(vmas)))
     vma = vmas[0]
     old_size = vma.end - vma.start
+    if move_to is not None and vma.start + old_size > move_to and move_to + new_size > vma.start:
+        # check_mremap_params(): MREMAP_FIXED to a range overlapping the old one
+        raise Fault('EINVAL: mremap to 0x%x overlaps the range being moved' % move_to)
     if new_size < old_size:
         do_munmap(k, proc, vma.start + new_size, vma.end)
     if move_to is None and new_size > old_size:

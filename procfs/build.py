@@ -9,10 +9,11 @@ from mmcore.errors import StepError
 from mmcore.kernel import Kernel
 from mmcore.memory import HPAGE_PMD_NR, PAGE_SIZE
 from mmcore.scenario import load_scenario
+from . import debug
 from . import pid as pidfiles
 from . import system
 from .progress import Progress
-from .tree import BinaryFile, Dir, Symlink, TextFile
+from .tree import BinaryFile, Dir, Symlink, TextFile, walk
 
 PID_MAX = 4194304
 THREADS_MAX = 191675
@@ -28,8 +29,8 @@ PID_TEXT_FILES = [
 ]
 
 
-def _text(k, fn, *args, mode=0o444, uid=0, write_errno=errno.EINVAL):
-    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=uid, write_errno=write_errno)
+def _text(k, fn, *args, mode=0o444, uid=0, gid=0, write_errno=errno.EINVAL):
+    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=gid, write_errno=write_errno)
 
 
 def _top(k, fn):
@@ -37,8 +38,12 @@ def _top(k, fn):
     return _text(k, fn, write_errno=errno.EIO)
 
 
+# the files whose open goes through proc_mem_open() (mm_access())
+MM_ACCESS_FILES = ('maps', 'smaps', 'smaps_rollup', 'numa_maps', 'pagemap')
+
+
 def pid_dir(k, proc):
-    entries = {name: _text(k, fn, proc, mode=mode, uid=proc.uid)
+    entries = {name: _text(k, fn, proc, mode=mode, uid=proc.uid, gid=proc.gid)
                for name, fn, mode in PID_TEXT_FILES}
 
     def read_pagemap(offset, size, ctx):
@@ -52,6 +57,10 @@ def pid_dir(k, proc):
     entries['pagemap'] = BinaryFile(read_pagemap, pidfiles.pagemap_size(proc), mode=0o400,
                                     uid=proc.uid, gid=proc.gid, extents=pagemap_extents)
     entries['exe'] = Symlink(pidfiles.exe_path(proc), uid=proc.uid, gid=proc.gid)
+    owner = (proc.uid, proc.gid)
+    for name in MM_ACCESS_FILES + ('exe',):
+        entries[name].ptrace_owner = owner
+    entries['cmdline'].seq_lseek = False        # proc_pid_cmdline_ops: generic_file_llseek
     return Dir(entries, uid=proc.uid, gid=proc.gid)
 
 
@@ -115,8 +124,10 @@ def sys_dir(k):
         'hpage_pmd_size': TextFile(lambda: '%d\n' % (HPAGE_PMD_NR * PAGE_SIZE)),
     }
     for kb in system.THP_SIZES_KB:
+        stats = {name: _text(k, system.mthp_stat, kb, name) for name in system.MTHP_STATS}
         thp['hugepages-%dkB' % kb] = Dir({'enabled': _text(k, system.thp_size_enabled, kb,
-                                                           mode=0o644)})
+                                                           mode=0o644),
+                                          'stats': Dir(stats)})
 
     def v1_files(path):
         return {'memory.stat': _text(k, system.memcg_v1_stat, path),
@@ -128,46 +139,95 @@ def sys_dir(k):
                 'memory.current': _text(k, system.memcg_usage, path),
                 'cgroup.procs': _text(k, system.cgroup_procs, path, False, mode=0o644)}
 
-    return Dir({
-        'kernel': Dir({'mm': Dir({'transparent_hugepage': Dir(thp)})}),
+    # debugfs: mode 0700 at the top, root-only files (an mmemu extension)
+    debugfs = Dir({'mmemu': Dir({'folios': _text(k, debug.folios, mode=0o400),
+                                 'mm_ids': _text(k, debug.mm_ids, mode=0o400)}, mode=0o500)},
+                  mode=0o700)
+    return _sysfs_lseek(Dir({
+        'kernel': Dir({'mm': Dir({'transparent_hugepage': Dir(thp)}), 'debug': debugfs}),
         'devices': Dir({'system': Dir({'node': Dir({'node0': Dir({
             'meminfo': _text(k, system.node_meminfo)})})})}),
         'fs': Dir({'cgroup': Dir({'memory': _cgroup_tree(k, v1_files),
                                   'unified': _cgroup_tree(k, v2_files)})}),
-    })
+    }))
+
+
+def _sysfs_lseek(root):
+    """sysfs and cgroupfs files seek as kernfs_fop_llseek() does (any
+    whence), not as procfs' seq_lseek()."""
+    for _, node in walk(root):
+        node.seq_lseek = False
+    return root
 
 
 def kernel_tree(k, with_init=True):
     return Dir({'proc': proc_dir(k, with_init), 'sys': sys_dir(k)})
 
 
-def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
-    """[(config, Kernel)] after replaying the scenario on every config."""
+def _check_unique_names(kernels):
+    names = [c.name for c, _ in kernels]
+    if len(set(names)) != len(names):
+        raise ConfigError('two kernel configs have the same name: %s' % ', '.join(names))
+
+
+def import_all(capture_path, config_paths, stop_at=None, with_init=True):
+    """(capture, [(config, Kernel)]): a capture of a real machine imported
+    under every config (mmcore.imported)."""
+    from mmcore.capture import load_capture
+    from mmcore.imported import build_kernel
+    if stop_at is not None:
+        raise ConfigError('%s: a capture has no snapshots (--stop-at %s)' % (capture_path, stop_at))
+    cap = load_capture(capture_path)
+    out = [(cfg, build_kernel(cfg, cap, with_init)) for cfg in map(load_kernel_config, config_paths)]
+    _check_unique_names(out)
+    return cap, out
+
+
+def load_kernels(scenario_path, config_paths, with_init=True, stop_at=None):
+    """(scenario, [(config, Kernel)]) with every kernel booted, before the
+    first step; `stop_at` must be one of the scenario's labels."""
     sc = load_scenario(scenario_path)
-    if stop_at is not None and stop_at not in sc.labels:
+    from .expect import validate
+    validate(sc, None)
+    check_label(sc, scenario_path, stop_at)
+    out = [(cfg, Kernel(cfg, sc, with_init=with_init))
+           for cfg in (load_kernel_config(path) for path in config_paths)]
+    _check_unique_names(out)
+    return sc, out
+
+
+def check_label(sc, scenario_path, label):
+    if label is not None and label not in sc.labels:
         from mmcore.scenario import ScenarioError
         raise ScenarioError('%s: no snapshot %r (labels: %s)'
-                            % (scenario_path, stop_at, ', '.join(sc.labels) or 'none'))
-    out = []
-    n = len(sc.steps)
-    with Progress('replaying %s' % os.path.basename(scenario_path),
-                  n * len(config_paths)) as bar:
-        for c, path in enumerate(config_paths):
-            cfg = load_kernel_config(path)
-            k = Kernel(cfg, sc, with_init=with_init)
+                            % (scenario_path, label, ', '.join(sc.labels) or 'none'))
 
+
+def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
+    """[(config, Kernel)] after replaying the scenario on every config, or
+    importing it when the file is a capture.  A replay that takes more
+    than a second shows a progress bar on a terminal."""
+    from mmcore.capture import is_capture
+    if is_capture(scenario_path):
+        return import_all(scenario_path, config_paths, stop_at, with_init)
+    sc, out = load_kernels(scenario_path, config_paths, with_init, stop_at)
+    n = len(sc.steps)
+    with Progress('replaying %s' % os.path.basename(scenario_path), n * len(out)) as bar:
+        for c, (cfg, k) in enumerate(out):
             def shown(done, step, c=c, name=cfg.name):
                 bar.update(c * n + done, '%s: step %d (%s, line %s)'
                            % (name, step.index, step.op, step.line))
             try:
                 k.run(sc.steps, stop_at, progress=shown)
             except StepError as e:
-                raise StepError(None, '%s: %s (kernel config %s)' % (scenario_path, e, cfg.name))
-            out.append((cfg, k))
-    names = [c.name for c, _ in out]
-    if len(set(names)) != len(names):
-        raise ConfigError('two kernel configs have the same name: %s' % ', '.join(names))
+                raise StepError(e.step, '%s (kernel config %s)' % (e.reason, cfg.name),
+                                path=scenario_path) from None
     return sc, out
+
+
+def tree_of(kernels, with_init=True):
+    """The served root: one subtree per config."""
+    return Dir({cfg.name: kernel_tree(k, with_init) for cfg, k in kernels})
 
 
 def build_tree(scenario_path, config_paths, stop_at=None, with_init=True):
@@ -175,8 +235,11 @@ def build_tree(scenario_path, config_paths, stop_at=None, with_init=True):
     holds only the scenario's processes (no pid 1, no `self`), which is
     what the conformance recordings of a real kernel show."""
     sc, kernels = replay_all(scenario_path, config_paths, stop_at, with_init)
-    root = Dir({cfg.name: kernel_tree(k, with_init) for cfg, k in kernels})
+    root = tree_of(kernels, with_init)
     k0 = kernels[0][1]
+    if getattr(k0, 'capture', None) is not None:
+        from .report import capture_summary
+        return root, capture_summary(k0, [cfg.name for cfg, _ in kernels])
     pids = sorted(p for p in k0.processes if p != 1)
     lines = ['scenario %s (%s): %d steps%s' % (sc.name, os.path.basename(scenario_path),
                                               len(sc.steps),

@@ -81,7 +81,7 @@ def render_svg(scenario, per_config):
     d = as_dict(scenario, per_config)
     names, keys, steps = d['configs'], list(d['counters']), d['steps']
     steps = [s for s in steps if any(s['cost'][n] for n in names)]
-    bar, gap, left, panel_h, top = 14, 18, 60, 150, 70
+    bar, gap, left, panel_h, top = 22, 18, 60, 150, 70
     step_h = panel_h + 92
     group = bar * len(names) + gap
     width = max(left + group * max(len(steps), 1) + 40, 560)

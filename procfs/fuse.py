@@ -103,6 +103,11 @@ def make_operations(root):
 
         def getattr(self, path, fh=None):
             node = self._node(path)
+            if fh is not None and node.seq_lseek and not isinstance(node, Dir):
+                # FUSE_GETATTR_FH reaches the daemon from lseek(SEEK_END)
+                # (fuse_file_llseek -> fuse_update_attributes); procfs'
+                # seq_lseek() / mem_lseek() refuse SEEK_END
+                _fail(errno.EINVAL)
             t = self.mount_time_ns
             st = {
                 'st_mode': node.st_mode,
@@ -128,14 +133,36 @@ def make_operations(root):
             node = self._node(path)
             if not isinstance(node, Symlink):
                 _fail(errno.EINVAL)
+            self._check_ptrace(node)
             return node.target
+
+        @staticmethod
+        def _context():
+            uid, gid, pid = mfusepy.fuse_get_context()
+            return ReadContext(uid=uid, gid=gid, pid=pid)
+
+        def _check_ptrace(self, node, ctx=None):
+            """proc_mem_open() / mm_access(): EACCES unless the reader may
+            ptrace-read the process."""
+            if node.ptrace_owner is not None and \
+                    not (ctx or self._context()).may_ptrace(node.ptrace_owner):
+                _fail(errno.EACCES)
+
+        def lseek(self, path, offset, whence, fi):
+            """FUSE_LSEEK (SEEK_DATA, SEEK_HOLE): EINVAL from procfs files
+            (seq_lseek(), mem_lseek()); sysfs files have no data past
+            their size 0."""
+            node = self._node(path)
+            if node.seq_lseek:
+                _fail(errno.EINVAL)
+            _fail(errno.ENXIO)
 
         def open(self, path, fi):
             node = self._node(path)
             if isinstance(node, Dir):
                 _fail(errno.EISDIR)
-            uid, gid, pid = mfusepy.fuse_get_context()
-            ctx = ReadContext(uid=uid, gid=gid, pid=pid)
+            ctx = self._context()
+            self._check_ptrace(node, ctx)
             data = None
             if isinstance(node, TextFile):
                 try:
@@ -285,12 +312,21 @@ def _wait_listable(mountpoint, deadline):
         time.sleep(0.01)
 
 
-def _run(root, mountpoint, on_ready, debug):
+def _run(root, mountpoint, on_ready, debug, attach=None):
     """Mounts and serves until unmounted (fusermount -u) or SIGINT/SIGTERM/
     SIGHUP, which libfuse's fuse_set_signal_handlers() turn into a clean
-    exit and unmount."""
+    exit and unmount.  ``attach(ops)``, for a live mount, runs in the
+    serving process before the loop and returns what to call after it; the
+    kernel then caches no entry or attribute (the tree changes)."""
     mfusepy = _load_mfusepy()
     ops = make_operations(root)
+
+    class FUSE(mfusepy.FUSE):
+        """mfusepy without an lseek wrapper: FUSE_LSEEK goes to ops.lseek."""
+
+        def lseek(self, path, offset, whence, fip):
+            return self.operations.lseek(path.decode(self.encoding, self.errors) if path else None,
+                                         offset, whence, fip.contents if fip else None)
 
     def ready():
         if _wait_listable(mountpoint, time.monotonic() + READY_TIMEOUT):
@@ -298,24 +334,33 @@ def _run(root, mountpoint, on_ready, debug):
     ops.on_init = ready
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+    # attr_timeout=0: lseek(SEEK_END) asks the daemon (see getattr)
     options = dict(foreground=True, fsname='mmemu', subtype='mmemu',
-                   default_permissions=True, direct_io=True, debug=debug)
+                   default_permissions=True, direct_io=True, debug=debug, attr_timeout=0)
     if mfusepy.fuse_version_major == 3:
         # libfuse 3.14 warns "Ignoring invalid max threads value" unless the
         # idle-thread limit is given explicitly.
         options.update(max_idle_threads=10, max_threads=16)
     if os.geteuid() == 0:
         options['allow_other'] = True
+    detach = None
+    if attach is not None:
+        options.update(entry_timeout=0, attr_timeout=0, negative_timeout=0)
+        detach = attach(ops)
     try:
-        mfusepy.FUSE(ops, mountpoint, raw_fi=True, **options)
+        FUSE(ops, mountpoint, raw_fi=True, **options)
     except RuntimeError as e:
         # fuse_main_real() also returns non-zero when a signal ended the
         # loop (libfuse 3.14: 8); only a failure before FUSE_INIT is an error.
         if not ops.initialised:
             raise MountError('mounting %s failed (libfuse status %s)' % (mountpoint, e)) from None
+    finally:
+        if detach is not None:
+            detach()
 
 
-def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, log_path=None):
+def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, log_path=None,
+          attach=None):
     """Serves ``root`` at ``mountpoint``.
 
     foreground: blocks until the filesystem is unmounted; ``ready_callback()``
@@ -330,7 +375,7 @@ def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, l
     check_mountpoint(mountpoint)
     _load_mfusepy()
     if foreground:
-        _run(root, mountpoint, ready_callback or (lambda: None), debug)
+        _run(root, mountpoint, ready_callback or (lambda: None), debug, attach)
         return os.getpid()
 
     r, w = os.pipe()
@@ -357,7 +402,7 @@ def mount(root, mountpoint, foreground=True, ready_callback=None, debug=False, l
                 else:
                     os.dup2(null, 2)
                 os.close(w)
-            _run(root, mountpoint, ready, debug)
+            _run(root, mountpoint, ready, debug, attach)
             status = 0
         except MountError as e:
             os.write(2, (str(e) + '\n').encode())

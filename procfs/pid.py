@@ -44,7 +44,11 @@ def vma_perms(vma):
 
 
 def vma_name(vma):
-    """The name show_map_vma() prints (CONFIG_ANON_VMA_NAME names)."""
+    """The name show_map_vma() prints (CONFIG_ANON_VMA_NAME names); a
+    VMA imported from a capture keeps the name the real kernel printed."""
+    shown = getattr(vma, 'shown_name', None)
+    if shown is not None:
+        return shown or None
     if vma.name.startswith('['):
         return vma.name                   # [heap], [stack] of init
     if vma.kind == 'anon':

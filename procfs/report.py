@@ -24,8 +24,9 @@ def _kb(counters, attr):
 
 
 def range_facts(k, proc, name):
-    """Per named range of a process: smaps counters and page-level counts."""
-    vmas = [v for v in proc.mm.vmas if v.name == name]
+    """Per named range of a process (every VMA when `name` is None): smaps
+    counters and page-level counts."""
+    vmas = [v for v in proc.mm.vmas if name is None or v.name == name]
     c = SmapsCounters()
     excl = kpc1 = 0
     kpc_values = []
@@ -82,18 +83,24 @@ def diff_report(scenario, kernels, only_diff=True):
     k0 = kernels[0][1]
     out = ['scenario %s: %s' % (scenario.name, ', '.join(names)),
            'values in kB unless they count pages; "<-" marks a difference', '']
-    for pid in sorted(p for p in k0.processes if p != 1):
+    captured = getattr(k0, 'capture', None) is not None
+    if captured:
+        out[1:1] = capture_notes(k0)
+    for pid in _shown_pids(k0):
         proc0 = k0.processes[pid]
         ranges = []
         for v in proc0.mm.vmas:
             if v.name not in ranges:
                 ranges.append(v.name)
-        for name in ranges:
+        for name in [None] if captured else ranges:
             per = [dict(range_facts(k, k.processes[pid], name)) for _, k in kernels]
             labels = [label for label, _ in range_facts(k0, proc0, name)]
             rows = [(label,) + tuple(p[label] for p in per) for label in labels]
-            out.append(_table('pid %d (%s) range %s' % (pid, proc0.comm, name), ['', *names],
-                              rows, only_diff))
+            if captured:
+                rows += uss_range_rows(kernels, pid)
+            title = 'pid %d (%s)' % (pid, proc0.comm) if name is None else \
+                'pid %d (%s) range %s' % (pid, proc0.comm, name)
+            out.append(_table(title, ['', *names], rows, only_diff))
             out.append('')
     per = [dict(system_facts(k)) for _, k in kernels]
     labels = [label for label, _ in system_facts(k0)]
@@ -107,10 +114,12 @@ def diff_report(scenario, kernels, only_diff=True):
 def true_values(k):
     """The precise model: per process true USS (pages no other process
     maps), true PSS (each page shared evenly by its mappings), RSS; and
-    system-wide the anon pages that are mapped."""
+    system-wide the anon pages that are mapped.  The stand-in mappers of a
+    capture map pages too (processes outside the capture)."""
     mem = k.mem
     per_proc = {}
-    for pid, p in k.processes.items():
+    standins = {st.pid: st for st in k.capture.standins} if getattr(k, 'capture', None) else {}
+    for pid, p in list(k.processes.items()) + list(standins.items()):
         pf = [v.mapped_pfns() for v in p.mm.vmas]
         pf = np.concatenate(pf) if pf else np.zeros(0, dtype=np.int64)
         pf = pf[(mem.flags[mem.head[pf]] & FL_ZERO) == 0] if len(pf) else pf
@@ -122,6 +131,8 @@ def true_values(k):
         owners[np.unique(pf)] += 1
     out = {}
     for pid, pf in per_proc.items():
+        if pid in standins:
+            continue
         out[pid] = {
             'uss': int(np.count_nonzero(owners[pf] == 1)) * KB,
             'pss': int((PAGE_SIZE / maps[pf]).sum()) >> 10 if len(pf) else 0,
@@ -168,13 +179,21 @@ def tools_report(scenario, kernels):
     out = ['scenario %s: what monitoring tools report under each config (kB)' % scenario.name,
            '"true" is the precise model (who maps which page); "<-" marks a config that differs from it',
            '']
-    for pid in sorted(p for p in k0.processes if p != 1):
+    captured = getattr(k0, 'capture', None) is not None
+    if captured:
+        out[1:1] = capture_notes(k0)
+    for pid in _shown_pids(k0):
         facts = [tool_facts(k, k.processes[pid]) for _, k in kernels]
         rows = []
         for key, label, tkey in TOOL_ROWS:
             vals = [f[key] for f in facts]
             rows.append((label, *vals, truth[pid][tkey]))
         out.append(_tools_table('pid %d (%s)' % (pid, k0.processes[pid].comm), header, rows))
+        if captured:
+            extra = uss_range_rows(kernels, pid)
+            if extra:
+                out.append(_range_lines(extra, names))
+            out.append(real_kernel_line(k0, pid))
         out.append('')
     rows = []
     for label, key, tkey in (('meminfo AnonPages (free, node-exporter, smem -w)', 'AnonPages', 'anon_pages'),
@@ -217,3 +236,110 @@ def _tools_table(title, header, rows):
                                         for i in range(len(r) - 2) if r[i + 1] != true)
         out.append(line)
     return '\n'.join(out)
+
+
+def _shown_pids(k):
+    """The scenario's processes (not the emulated init), or a capture's."""
+    if getattr(k, 'capture', None) is not None:
+        return sorted(p['pid'] for p in k.capture.meta['processes'] if p['pid'] in k.processes)
+    return sorted(p for p in k.processes if p != 1)
+
+
+# --- captures ---------------------------------------------------------------------------------
+
+def capture_notes(k):
+    """Lines saying what a capture's import assumed (stand-ins, MM-ID
+    slots, pages left out)."""
+    c = k.capture
+    m = c.meta
+    cls = c.mmid_classes
+    n = lambda key: len(cls.get(key, ()))
+    lines = ['captured on Linux %s at %s: %d processes%s' % (
+        m.get('release', '?'), m.get('time', '?'), len(m['processes']),
+        ', %d skipped (exited during the capture)' % len(m.get('skipped', []))
+        if m.get('skipped') else '')]
+    if c.standin_pages:
+        lines.append('stand-in mappers: %d pages are also mapped by processes outside the capture '
+                     '(their kpagecount says so); %d stand-in MMs hold those %d mappings, so that '
+                     'kpagecount, PSS and "shared" stay true; they are no /proc/PID'
+                     % (c.standin_pages, len(c.standins), c.standin_mappings))
+    lines.append('MM-ID slots (mmcore/mmid.py): of %d large folios mapped, %d are mapped by 2+ MMs '
+                 '(shared bit set in every history; %d by 3+, whose slot owners are unknown and not '
+                 'shown by /proc), %d are determined exclusive, %d depend on the history: '
+                 'USS ranges below' % (sum(n(x) for x in ('shared', 'single', 'ambiguous')),
+                                       n('shared'), n('three_or_more'), n('single'), n('ambiguous')))
+    left = []
+    if c.not_normal:
+        left.append('%d present entries without a normal page (VM_PFNMAP/VM_IO and such)' % c.not_normal)
+    if c.dropped:
+        left.append('%d entries whose folio changed during the capture' % c.dropped)
+    if c.kpagecount_below:
+        left.append('%d pages mapped more often than their kpagecount said (changed while read)'
+                    % c.kpagecount_below)
+    if left:
+        lines.append('left out: ' + '; '.join(left))
+    lines.append('')
+    return lines
+
+
+def capture_summary(k, names):
+    c = k.capture
+    lines = ['capture %s: %d processes, Linux %s' % (c.path, len(c.meta['processes']),
+                                                   c.meta.get('release', '?')),
+             'configs: %s' % ', '.join(names)]
+    lines += [x for x in capture_notes(k)[1:] if x]
+    return '\n'.join(lines)
+
+
+def _uss_pair(k, proc):
+    f = tool_facts(k, proc)
+    return f['uss_smaps'], f['uss_pagemap']
+
+
+def uss_range_rows(kernels, pid):
+    """USS (Σ Private_*, and pages with bit 56) of one process under each
+    config as 'best..worst' over the MM-ID slot histories a capture allows
+    (mmcore.mmid), or the plain value where it is determined."""
+    from mmcore.mmid import forced_shared
+    best, worst = [], []
+    for _, k in kernels:
+        amb = k.capture.mmid_classes.get('ambiguous', np.zeros(0, dtype=np.int64))
+        proc = k.processes[pid]
+        b = _uss_pair(k, proc)
+        if len(amb):
+            with forced_shared(k.mem, amb):
+                w = _uss_pair(k, proc)
+        else:
+            w = b
+        best.append(b)
+        worst.append(w)
+    rows = []
+    for i, label in enumerate(('USS Σ Private_* over slot histories',
+                               'USS PM_MMAP_EXCLUSIVE over slot histories')):
+        vals = []
+        for b, w in zip(best, worst):
+            vals.append(str(b[i]) if b[i] == w[i] else '%d..%d' % (w[i], b[i]))
+        rows.append((label, *vals))
+    return rows
+
+
+def _range_lines(rows, names):
+    w0 = max(len(r[0]) for r in rows)
+    out = []
+    for r in rows:
+        out.append('  %-*s  %s' % (w0, r[0], '  '.join('%s: %s' % (n, v) for n, v in zip(names, r[1:]))))
+    return '\n'.join(out)
+
+
+def real_kernel_line(k, pid):
+    """What the captured machine's own kernel printed for the process
+    (the sum of its smaps), for comparison with its config's column."""
+    c = k.capture
+    keys = c.meta['smaps_keys']
+    pi = next(i for i, p in enumerate(c.meta['processes']) if p['pid'] == pid)
+    rows = c.arrays['vma_smaps'][c.arrays['vma_proc'] == pi]
+    tot = rows.sum(axis=0) if len(rows) else np.zeros(len(keys), dtype=np.int64)
+    v = lambda key: int(tot[keys.index(key)]) if key in keys else 0
+    return ('  the captured kernel (%s) showed: USS Σ Private_* %d, PSS %d (Σ per VMA), '
+            'RSS %d' % (c.meta.get('release', '?'), v('Private_Clean') + v('Private_Dirty'),
+                        v('Pss'), v('Rss')))

@@ -10,11 +10,20 @@ from .formats.memcg import (cgroup_procs_text, memcg_v1_stat_text, memcg_v2_stat
                             memory_current_text)
 from .formats.system import (CpuTimes, cpuinfo_text, loadavg_text, meminfo_text,
                              node_meminfo_text, stat_text, uptime_text, version_text,
-                             vmstat_text)
+                             vmstat_text, VMSTAT_KEYS)
 
 NR_CPUS = 2
 KB = PAGE_SIZE >> 10
 THP_SIZES_KB = [16, 32, 64, 128, 256, 512, 1024, 2048]
+# hugepages-<size>kB/stats/ of the anon and shmem sizes (mm/huge_memory.c:
+# anon_stats_attrs, file_stats_attrs, any_stats_attrs), as the conformance
+# machine's 6.18.44 serves them; anon_fault_declined is not in mainline 6.18
+# (the emulated kernel never declines a fault: it stays 0)
+MTHP_STATS = ['anon_fault_alloc', 'anon_fault_declined', 'anon_fault_fallback',
+              'anon_fault_fallback_charge', 'zswpout', 'swpin', 'swpin_fallback',
+              'swpin_fallback_charge', 'swpout', 'swpout_fallback', 'shmem_alloc',
+              'shmem_fallback', 'shmem_fallback_charge', 'split', 'split_failed',
+              'split_deferred', 'nr_anon', 'nr_anon_partially_mapped']
 
 
 def _kb(pages):
@@ -90,14 +99,14 @@ def vmstat(k):
         'nr_page_table_pages': page_table_pages(k),
         'pglazyfreed': e['pglazyfreed'],
     }
-    for name in ('thp_fault_alloc', 'thp_collapse_alloc', 'thp_file_alloc', 'thp_file_mapped',
-                 'thp_split_page', 'thp_deferred_split_page', 'thp_split_pmd'):
-        v[name] = e[name]
+    for name in VMSTAT_KEYS:
+        if name.startswith('thp_'):
+            v[name] = e[name]
     return vmstat_text(v).encode()
 
 
 def stat(k):
-    up = k.ticks
+    up = k.uptime_ticks
     cpu = CpuTimes(user=up // 10, system=up // 20, idle=up * NR_CPUS - up // 10 - up // 20)
     per = [CpuTimes(user=cpu.user // NR_CPUS, system=cpu.system // NR_CPUS,
                     idle=cpu.idle // NR_CPUS) for _ in range(NR_CPUS)]
@@ -112,7 +121,7 @@ def loadavg(k):
 
 
 def uptime(k):
-    secs = k.ticks / HZ
+    secs = k.uptime_ticks / HZ
     return uptime_text(secs, secs * NR_CPUS * 0.9).encode()
 
 
@@ -158,6 +167,11 @@ def thp_shmem_enabled(k):
 def thp_size_enabled(k, size_kb):
     mode = k.thp.sizes.get(size_kb << 10, 'never')
     return _choice(['always', 'inherit', 'madvise', 'never'], mode).encode()
+
+
+def mthp_stat(k, size_kb, name):
+    """One hugepages-<size>kB/stats file: "%lu\\n" (sum_mthp_stat())."""
+    return ('%d\n' % query.mthp_stats(k, size_kb).get(name, 0)).encode()
 
 
 def thp_use_zero_page(k):

@@ -37,20 +37,34 @@ class ReadContext:
     def capable(self):
         return self.uid == 0
 
+    def may_ptrace(self, owner):
+        """__ptrace_may_access() with PTRACE_MODE_READ_FSCREDS for a task
+        whose real, effective and saved ids are `owner` (uid, gid): the
+        caller's fsuid and fsgid equal them, or it is capable
+        (CAP_SYS_PTRACE).  Emulated processes are dumpable."""
+        return self.capable or (self.uid, self.gid) == tuple(owner)
+
 
 ROOT_CONTEXT = ReadContext()
 
 
 class Node:
-    """Common attributes: permission bits and owner, as getattr reports them."""
+    """Common attributes: permission bits and owner, as getattr reports them.
+    ``ptrace_owner``: (uid, gid) of the task whose mm the file shows; set,
+    opening it (reading the link) needs ReadContext.may_ptrace() of that
+    task, as proc_mem_open() / mm_access() and proc_fd_access_allowed()
+    require (EACCES otherwise).  ``seq_lseek``: lseek() accepts only
+    SEEK_SET and SEEK_CUR (seq_lseek(), mem_lseek()); others give EINVAL."""
     file_type = 0
 
-    def __init__(self, mode, uid=0, gid=0):
+    def __init__(self, mode, uid=0, gid=0, ptrace_owner=None, seq_lseek=True):
         if not isinstance(mode, int) or mode & ~0o7777:
             raise ValueError('mode must be permission bits (0..0o7777), not %r' % (mode,))
         self.mode = mode
         self.uid = uid
         self.gid = gid
+        self.ptrace_owner = ptrace_owner
+        self.seq_lseek = seq_lseek
 
     @property
     def st_mode(self):

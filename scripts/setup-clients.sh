@@ -32,7 +32,7 @@ CLIENTS=$(cd "$CLIENTS" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-    python3 python3-venv util-linux procps fuse3 > /dev/null
+    python3 python3-venv util-linux procps fuse3 chromium > /dev/null
 
 # apt packages, the services they enable turned off, and the venv
 bash "$CLIENTS/setup.sh"

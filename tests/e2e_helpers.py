@@ -94,10 +94,11 @@ class Mount:
     The daemon returns once the tree is served; leaving the block runs
     ``mmemu umount`` (and a lazy fusermount3 -u if that left it mounted)."""
 
-    def __init__(self, scenario, stop_at=None, no_init=False):
+    def __init__(self, scenario, stop_at=None, no_init=False, live=False):
         self.scenario = str(scenario)
         self.stop_at = stop_at
         self.no_init = no_init
+        self.live = live
         self.mountpoint = None
 
     def __enter__(self):
@@ -109,6 +110,8 @@ class Mount:
             argv += ['--stop-at', self.stop_at]
         if self.no_init:
             argv.append('--no-init')
+        if self.live:
+            argv.append('--live')
         r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         if r.returncode != 0 or not os.path.ismount(self.mountpoint):
             self._cleanup()

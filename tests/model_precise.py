@@ -151,6 +151,23 @@ class PreciseMap:
         avg = np.where(m <= 0, 0, np.where(m <= e, e, avg))
         return np.where(order == 0, self.pte[heads], avg)
 
+    def total_mapped_pages(self, heads):
+        """The RFC's _total_mapped_pages from the model: every PTE maps one
+        page, every PMD leaf HPAGE_PMD_NR (RFC 13/13)."""
+        heads = np.asarray(heads, dtype=np.int64)
+        e = self.pmd[heads]
+        return self.entries[heads] - e + e * 512
+
+    def average_page_mapcount_total(self, heads):
+        """folio_average_page_mapcount() of RFC 13/13 from the model:
+        small folios their mapcount; large ones 0 if the total is 0, else
+        max((total + 2^(order-1)) >> order, 1)."""
+        heads = np.asarray(heads, dtype=np.int64)
+        order = self.mem.order[heads].astype(np.int64)
+        total = self.total_mapped_pages(heads)
+        avg = np.maximum((total + (np.left_shift(1, order) >> 1)) >> order, 1)
+        return np.where(order == 0, self.pte[heads], np.where(total == 0, 0, avg))
+
 
 def pin_references(mem, pfns):
     """(refcount, _pincount) per folio head held by pins of `pfns`: a

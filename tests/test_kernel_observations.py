@@ -321,3 +321,36 @@ def test_page_holding_eof_maps_and_past_it_sigbus(config):
   - mmap: {pid: 100, name: f, size: 16K, kind: shared-file, file: f, align: 64K}
   - read: {pid: 100, vma: f, offset: 12K, length: 4K}
 ''', hdr)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_private_writable_mmap_larger_than_ram_is_enomem(config):
+    """__vm_enough_memory() in OVERCOMMIT_GUESS mode (overcommit_memory 0)
+    refuses one accountable request larger than RAM + swap (real, 24 GB RAM,
+    no swap: a 30G private anonymous mmap fails with ENOMEM, 20G succeeds);
+    a read-only mapping is not accountable."""
+    hdr = 'kernel: {memory: 64M}'
+    with pytest.raises(StepError, match='ENOMEM'):
+        replay(config, '  - mmap: {pid: 100, name: a, size: 128M}\n', hdr)
+    k = replay(config, '  - mmap: {pid: 100, name: a, size: 60M}\n'
+                       '  - mmap: {pid: 100, name: r, size: 128M, prot: r}\n', hdr)
+    assert len(vma_of(k, 'r')) == 1
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: c.name)
+def test_mremap_fixed_onto_itself_is_einval(config):
+    """check_mremap_params(): with MREMAP_FIXED the old and new ranges must
+    not overlap (-EINVAL before anything changes); a second move of a range
+    to the address it was just moved to is such an overlap (found by the
+    fuzz test of tests/test_hardening.py)."""
+    body = '''
+  - mmap: {pid: 100, name: a, size: 2M, align: 2M}
+  - write: {pid: 100, vma: a}
+  - mremap: {pid: 100, vma: a, move_to: 0x40000000}
+  - mremap: {pid: 100, vma: a, move_to: 0x40100000%s}
+'''
+    with pytest.raises(StepError, match='EINVAL'):
+        replay(config, body % '', 'kernel: {thp: {enabled: always}}')
+    k = replay(config, body % ', expect: fault', 'kernel: {thp: {enabled: always}}')
+    v = vma_of(k, 'a')[0]
+    assert v.start == 0x40000000 and (v.bits & PTE_PMD).all()

@@ -2,9 +2,9 @@
 
 Hypothesis drives random system-call sequences (mmap, read, write, munmap,
 madvise, mprotect, mremap, fork, exit, pin, unpin, THP knob changes) over
-2-4 processes and a few kinds of ranges, replayed side by side on four
-kernels: CONFIG_PAGE_MAPCOUNT and CONFIG_NO_PAGE_MAPCOUNT, each 64- and
-32-bit.  After every step each kernel is held against a precise model
+2-4 processes and a few kinds of ranges, replayed side by side on six
+kernels: CONFIG_PAGE_MAPCOUNT, CONFIG_NO_PAGE_MAPCOUNT and the 2026 RFC
+(total_mapped_pages), each 64- and 32-bit.  After every step each kernel is held against a precise model
 built from its page tables alone (tests/model_precise.py), and the
 kernels against each other:
 
@@ -55,11 +55,23 @@ CONFIGS = (
     KernelConfig('no_page_mapcount', page_mapcount=False, bits=64),
     KernelConfig('page_mapcount-32bit', page_mapcount=True, bits=32),
     KernelConfig('no_page_mapcount-32bit', page_mapcount=False, bits=32),
+    KernelConfig('total_mapped_pages', page_mapcount=False, bits=64, rmap='total_mapped_pages'),
+    KernelConfig('total_mapped_pages-32bit', page_mapcount=False, bits=32,
+                 rmap='total_mapped_pages'),
 )
-# (PAGE_MAPCOUNT, NO_PAGE_MAPCOUNT) kernel indices of the same width: the
-# two word sizes place mappings at different addresses (mm.LAYOUT), so only
-# kernels of one width can be compared page table for page table
-WIDTH_PAIRS = ((0, 1), (2, 3))
+# (PAGE_MAPCOUNT, other) kernel indices of the same width: the two word
+# sizes place mappings at different addresses (mm.LAYOUT), so only kernels
+# of one width can be compared page table for page table
+WIDTH_PAIRS = ((0, 1), (2, 3), (0, 4), (2, 5))
+
+
+def is_rfc(k):
+    return k.config.rmap == 'total_mapped_pages'
+
+
+def average(k, pm, heads):
+    """The folio average the config computes, from the model."""
+    return pm.average_page_mapcount_total(heads) if is_rfc(k) else pm.average_page_mapcount(heads)
 
 FIRST_PID = 100
 MAX_PROCS = 4
@@ -152,7 +164,7 @@ def scenario_yaml(preset, steps=()):
 # --- state fingerprints -----------------------------------------------------------------
 
 MEM_ARRAYS = ('free', 'head', 'order', 'refcount', 'large_mapcount', 'entire_mapcount',
-              'nr_pages_mapped', 'mm_id', 'mm_id_mapcount', 'maybe_shared', 'pincount',
+              'nr_pages_mapped', 'total_mapped_pages', 'mm_id', 'mm_id_mapcount', 'maybe_shared', 'pincount',
               'flags', 'memcg', 'mapping', 'index', 'page_mapcount', 'anon_exclusive')
 
 
@@ -237,7 +249,14 @@ def check_folios(k, pm, pins, bad):
     lm, e = mem.large_mapcount[large], mem.entire_mapcount[large]
     bad.check(lm == pm.entries[large], 'folios %s: LM %s, entries mapping them %s',
               large, lm, pm.entries[large])
-    bad.check(e == pm.pmd[large], 'folios %s: E %s, PMD leaves %s', large, e, pm.pmd[large])
+    if is_rfc(k):
+        # RFC 13/13: no entire mapcount, the total counts mapped pages
+        total = mem.total_mapped_pages[large]
+        bad.check((e == 0) & (total == pm.total_mapped_pages(large)), 'folios %s: E %s, '
+                  'total %s, mapped pages by the model %s', large, e, total,
+                  pm.total_mapped_pages(large))
+    else:
+        bad.check(e == pm.pmd[large], 'folios %s: E %s, PMD leaves %s', large, e, pm.pmd[large])
     lpfns = folio_pfns(mem, large)
     if k.config.page_mapcount:
         bad.check(mem.page_mapcount[lpfns] == pm.pte[lpfns], 'PAGE_MAPCOUNT: pages %s: '
@@ -300,6 +319,12 @@ def check_folios(k, pm, pins, bad):
         bad.check(~partial | flagged, 'PAGE_MAPCOUNT: partially mapped anon folios %s '
                   '(%s of %s pages mapped) are not queued for deferred split',
                   anon2, pm.mapped[anon2], n2)
+    elif is_rfc(k):
+        # RFC 13/13 __folio_certainly_partially_mapped(): total && total < N
+        t2 = pm.total_mapped_pages(anon2)
+        partial = (t2 > 0) & (t2 < n2)
+        bad.check(~partial | flagged, 'RFC: anon folios %s with 0 < total %s < N are not '
+                  'queued for deferred split', anon2, t2)
     else:
         lm2 = pm.entries[anon2]
         partial = (pm.pmd[anon2] == 0) & (lm2 > 0) & (lm2 < n2)
@@ -337,7 +362,7 @@ def check_counters(k, pm, heads, bad):
     if k.config.page_mapcount:
         want = pm.precise(pfns)
     else:
-        want = pm.average_page_mapcount(mem.head[pfns])
+        want = average(k, pm, mem.head[pfns])
     bad.check(got == want, '%s: kpagecount of PFNs %s is %s, expected %s', k.config.name,
               pfns, got, want)
     zero = np.array(sorted(pm.zero_pfns), dtype=np.int64)
@@ -381,7 +406,7 @@ def check_views(k, pm, bad):
                 bad.check(~smaps_private | (prec == 1), '%s: PFNs %s private in smaps but '
                           'mapped %s times', where, pfn, prec)
             else:
-                avg = pm.average_page_mapcount(heads)
+                avg = average(k, pm, heads)
                 bad.check(pv.mapcount[n] == avg, '%s: smaps mapcount of PFNs %s is %s, '
                           'average %s', where, pfn, pv.mapcount[n], avg)
                 bad.check(~smaps_private | pm.only_mapped_by(heads, mm_id), '%s: PFNs %s '
@@ -398,7 +423,7 @@ def check_views(k, pm, bad):
             if k.config.page_mapcount:
                 want = pm.precise(first[n])
             else:
-                want = pm.average_page_mapcount(mem.head[first[n]])
+                want = average(k, pm, mem.head[first[n]])
             bad.check(pv.numa_mapcount[n] == want, '%s: numa_maps mapcount of PFNs %s is %s, '
                       'expected %s', where, pfn, pv.numa_mapcount[n], want)
             # 8.3: pagemap bit 56
@@ -799,8 +824,11 @@ class MMCore(RuleBasedStateMachine):
             ref, k = self.kernels[ipage], self.kernels[inone]
             assert layout(k) == layout(ref), '%s: processes or page tables differ from %s' % (
                 k.config.name, ref.config.name)
+            skip = {'page_mapcount', 'nr_pages_mapped', 'flags'}
+            if is_rfc(k):
+                skip |= {'entire_mapcount', 'total_mapped_pages'}
             for name in MEM_ARRAYS:
-                if name in ('page_mapcount', 'nr_pages_mapped', 'flags'):
+                if name in skip:
                     continue
                 a, b = getattr(ref.mem, name), getattr(k.mem, name)
                 assert np.array_equal(a, b), '%s: mem.%s differs from %s at PFNs %s' % (

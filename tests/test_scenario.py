@@ -403,8 +403,12 @@ ERRORS = [
      ["'enabeld'", 'kernel.thp']),
     ('file-key', with_top('files:', '  - {name: f, size: 4K, mode: rw}'), 'mode',
      ["'mode'", 'files[0]']),
-    ('process-key', BASE.replace('  - pid: 100\n', '  - pid: 100\n    uid: 0\n'), 'uid',
-     ["'uid'", 'processes[0]']),
+    ('process-key', BASE.replace('  - pid: 100\n', '  - pid: 100\n    euid: 0\n'), 'euid',
+     ["'euid'", 'processes[0]']),
+    ('process-uid-negative', BASE.replace('  - pid: 100\n', '  - pid: 100\n    uid: -1\n'), 'uid',
+     ['uid', 'out of range']),
+    ('process-gid-str', BASE.replace('  - pid: 100\n', '  - pid: 100\n    gid: staff\n'), 'gid',
+     ['gid', 'expected an integer']),
     ('step-arg', with_steps('mmap:\n      pid: 100\n      name: b2\n      sise: 4K'),
      'sise', ["'sise'", 'step 3 (mmap)']),
     ('step-op', with_steps('fault: {pid: 100, vma: buf}'), 'fault:',
@@ -595,6 +599,47 @@ ERRORS = [
     ('name-missing', BASE.replace('name: base\n', ''), 1, ["missing required key 'name'"]),
     ('expect-bad', with_steps('write: {pid: 100, vma: buf, expect: crash}'), 'crash',
      ['expect', "'crash'"]),
+]
+
+# sizes and shapes that used to end in an internal error (issue 10)
+ERRORS += [
+    ('deep-nesting', with_top('description: ' + '[' * 5000 + ']' * 5000), 'description',
+     ['nested more than 64 deep']),
+    ('deep-block-nesting', with_top('cgroups:\n' + ''.join('  ' * i + '-\n' for i in range(1, 200))),
+     None, ['nested more than 64 deep']),
+    ('size-1PiB-bytes', with_steps('mmap: {pid: 100, name: b2, size: 1125899906842624}'), 'b2',
+     ['1024T is larger than the user address space', 'ENOMEM']),
+    ('size-2^64', with_steps('mmap: {pid: 100, name: b2, size: 18446744073709551616}'), 'b2',
+     ['larger than the user address space']),
+    ('size-huge-suffixed', with_steps('mmap: {pid: 100, name: b2, size: 99999999999999999999M}'),
+     'b2', ['larger than the user address space']),
+    ('size-too-many-digits', with_steps('mmap: {pid: 100, name: b2, size: %s}' % ('9' * 5000)),
+     'b2', ['too long to read']),
+    ('size-too-many-digits-str', with_steps("mmap: {pid: 100, name: b2, size: '%sK'}" % ('9' * 5000)),
+     'b2', ['too many digits']),
+    # a 1T reservation costs nothing (issue 7); the 128T address space is the limit
+    ('size-2x64T-mapping', with_steps('mmap: {pid: 100, name: b2, size: 64T}\n'
+                                      '  - mmap: {pid: 100, name: b3, size: 64T}'), 'b3',
+     ['the process would map', 'more than its 64-bit user address space']),
+    ('mremap-256T', with_steps('mremap: {pid: 100, vma: buf, new_size: 256T}'), 'new_size',
+     ['larger than the user address space']),
+    ('memory-1T', with_top('kernel: {memory: 1T}'), 'memory', ['1T is more than the emulator holds']),
+    ('file-1P', with_top('files: [{name: f, size: 1125899906842624}]'), 'files',
+     ['more than the emulator holds']),
+    ('size-65K', with_steps('mmap: {pid: 100, name: b2, size: 65K}'), 'b2',
+     ['66560 is not a multiple of the page size', 'round it up to 68K']),
+    ('offset-minus-zero', with_steps('write: {pid: 100, vma: buf, offset: -0}'), 'offset',
+     ['negative zero']),
+    ('align-huge', with_steps('mmap: {pid: 100, name: b2, size: 4K, align: 1P}'), 'align',
+     ['not a size']),
+    ('align-2^60', with_steps('mmap: {pid: 100, name: b2, size: 4K, align: %d}' % (1 << 60)),
+     'align', ['power of two from 4K to 64T']),
+    ('size-float', with_steps('mmap: {pid: 100, name: b2, size: 4.5}'), 'b2',
+     ['K, M, G or T']),
+    # YAML aliases doubling 60 times: 2^60 leaves if anything walked them
+    ('alias-bomb', with_steps('snapshot: [&a0 [1, 1], %s]' % ', '.join(
+        '&a%d [*a%d, *a%d]' % (i, i - 1, i - 1) for i in range(1, 60))), 'snapshot',
+     ['label [[1, 1], [[1, 1], [1, 1]], [[[...]']),
 ]
 
 

@@ -324,3 +324,82 @@ def test_order_10_folio_misaligned_is_ptes_only():
     assert (int(k.mem.large_mapcount[h]), int(k.mem.total_mapped_pages[h])) == (768, 768)
     # (768 + 512) >> 10 = 1
     assert set(query.kpagecount(k, h + np.arange(1024)).tolist()) == {1}
+
+
+@pytest.mark.parametrize('config', THREE, ids=lambda c: c.name)
+def test_partial_mapping_example_a(config):
+    """RFC 01/13, example (A): "Allocate a THP and fork a child process.
+    Then, unmap up to half of the THP in the parent *and* the child. Once
+    the child quits, we detect the partial mapping" - the mapcount (here
+    the total, 256 + 256) stays >= 512 until then.  CONFIG_PAGE_MAPCOUNT
+    sees it at the child's munmap (pages 256-511 lose their last mapping)."""
+    from mmcore.scenario import parse_scenario_text
+    from mmcore.kernel import Kernel
+    steps = PMD_FORK + [munmap(P, 'buf', '1M', '1M'), munmap(CH, 'buf', '1M', '1M'),
+                        snap('both'), {'exit': {'pid': CH}}]
+    sc = parse_scenario_text(doc(steps))
+    k = Kernel(config, sc)
+    k.run(sc.steps, 'both')
+    h = int(range_pages(k, P, 'buf').head[0])
+    flagged = bool(k.mem.flags[h] & FL_PARTIALLY_MAPPED)
+    assert flagged == config.page_mapcount
+    if config is TOTAL_MAPPED_PAGES:
+        assert int(k.mem.total_mapped_pages[h]) == 512
+    k.run(sc.steps[len(sc.steps_until('both')):])
+    assert k.mem.flags[h] & FL_PARTIALLY_MAPPED
+    assert k.events['thp_deferred_split_page'] == 1
+
+
+# --- the served subtree on every conformance scenario ----------------------------------------
+
+CONFORMANCE = sorted((Path(__file__).resolve().parent / 'conformance' / 'scenarios').glob('*.yaml')) + \
+    sorted((Path(__file__).resolve().parent / 'data' / 'conformance-public' / 'scenarios')
+           .glob('*.yaml'))
+
+
+def _rollup(root, config, pid):
+    from procfs.tree import resolve
+    text = resolve(root, '%s/proc/%d/smaps_rollup' % (config, pid)).render().decode()
+    return {line.split(':')[0]: int(line.split()[1]) for line in text.splitlines()[1:]}
+
+
+@pytest.mark.parametrize('scenario', CONFORMANCE, ids=lambda p: p.stem)
+def test_subtree_promises_on_conformance(scenario):
+    """The served total_mapped_pages subtree at every snapshot of every
+    conformance scenario, against page_mapcount: smaps_rollup Rss is the
+    same (cover letter: only per-page answers change), USS (Private_*) is
+    never higher (06/13: private only if !folio_maybe_mapped_shared()),
+    and Pss_Anon + Pss_File + Pss_Shmem still add up to Pss."""
+    from mmcore.scenario import load_scenario
+    from procfs.build import build_tree
+    labels = load_scenario(str(scenario)).labels
+    configs = [str(KERNELS / 'page_mapcount.yaml'), str(KERNELS / 'total_mapped_pages.yaml')]
+    for label in labels:
+        root, _ = build_tree(str(scenario), configs, stop_at=label, with_init=False)
+        pids = sorted(int(n) for n in root.lookup('page_mapcount').lookup('proc').children()
+                      if n.isdigit())
+        for pid in pids:
+            page, rfc_ = _rollup(root, 'page_mapcount', pid), _rollup(root, 'total_mapped_pages', pid)
+            where = '%s/%s pid %d' % (scenario.stem, label, pid)
+            assert rfc_['Rss'] == page['Rss'], where
+            uss = lambda r: r['Private_Clean'] + r['Private_Dirty']
+            assert uss(rfc_) <= uss(page), where
+            assert abs(rfc_['Pss_Anon'] + rfc_['Pss_File'] + rfc_['Pss_Shmem'] - rfc_['Pss']) <= 2, where
+
+
+def test_diff_and_tools_have_three_columns():
+    """`mmemu diff` / `mmemu tools` over the default configs: one column per
+    kernel; worker2's USS of the showcase under the RFC is the
+    NO_PAGE_MAPCOUNT value (06/13: private iff !folio_maybe_mapped_shared())."""
+    from procfs.build import diff_report, tools_report
+    from procfs.cli import DEFAULT_SCENARIO, default_configs
+    names = ['no_page_mapcount', 'page_mapcount', 'total_mapped_pages']
+    d = diff_report(str(DEFAULT_SCENARIO), default_configs())
+    assert d.splitlines()[0].endswith(': ' + ', '.join(names))
+    block = d.split('pid 102 (worker2) range heap')[1].split('\n\n')[0]
+    header = block.splitlines()[1].split()
+    assert header == names
+    uss = [l for l in block.splitlines() if l.strip().startswith('USS')][0].split()
+    assert uss[-4:-1] == ['4', '488', '4']
+    t = tools_report(str(DEFAULT_SCENARIO), default_configs())
+    assert all(n in t.splitlines()[4] for n in names + ['true'])
