@@ -51,17 +51,11 @@ def page_table_entries(k):
     for pid, p in k.processes.items():
         keys, vals = [], []
         for v in p.mm.vmas:
-            used = (v.pfn >= 0) | (v.bits != 0)
-            idx = np.flatnonzero(used)
-            if len(idx) == 0:
-                continue
-            vpn = (v.start >> PAGE_SHIFT) + idx
-            pmd = (v.bits[idx] & PTE_PMD) != 0
-            keep = ~pmd | (vpn % HPAGE_PMD_NR == 0)
-            idx, vpn = idx[keep], vpn[keep]
-            keys.append(vpn)
-            vals.append((v.pfn[idx].astype(np.int64) << 8) |
-                        (v.bits[idx] & ~_IGNORED_BITS).astype(np.int64))
+            idx, pfn, bits = v.present_ptes()
+            lidx, lpfn, lbits = v.pmd_leaves()
+            keys.append(v.vpn0 + np.concatenate([idx, lidx]))
+            vals.append((np.concatenate([pfn, lpfn]) << 8) |
+                        (np.concatenate([bits, lbits]) & ~_IGNORED_BITS).astype(np.int64))
         if keys:
             kk, vv = np.concatenate(keys), np.concatenate(vals)
             order = np.argsort(kk, kind='stable')

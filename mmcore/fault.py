@@ -18,6 +18,7 @@ from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEP
 from .pagecache import filemap_get_folio, shmem_huge_order
 from .rmap import group_by_folio
 from .unmap import folio_mark_accessed
+from .memory import sorted_unique
 from . import pmd as pmdops
 
 FAULT_AROUND_PAGES = 16       # fault_around_bytes = 64K
@@ -75,20 +76,14 @@ def mark_accessed(vma, idx, write):
     """What the MMU does on an access through a valid entry: the accessed
     (and dirty) bit of that entry, which for a PMD leaf covers its 512
     pages."""
-    idx = np.asarray(idx, dtype=np.int64)
-    pmd = idx[(vma.bits[idx] & PTE_PMD) != 0]
-    if len(pmd):
-        starts = np.unique(pmd - ((vma.start >> PAGE_SHIFT) + pmd) % HPAGE_PMD_NR)
-        idx = np.union1d(idx, (starts[:, None] + np.arange(HPAGE_PMD_NR)).ravel())
-    vma.bits[idx] |= PTE_YOUNG | (PTE_DIRTY if write else 0)
+    vma.or_bits(idx, PTE_YOUNG | (PTE_DIRTY if write else 0))
 
 
 # --- private anonymous memory -----------------------------------------------------------
 
 def pmd_block_free(mm, vma, blk_start):
     """pmd_none() for the 2M block starting at page index blk_start."""
-    addr = vma.start + (blk_start << PAGE_SHIFT)
-    return (addr >> 21) not in mm.pte_tables and not (vma.pfn[blk_start:blk_start + HPAGE_PMD_NR] >= 0).any()
+    return bool(vma.pmd_none([blk_start])[0])
 
 
 def pmd_blocks(vma, lo, hi):
@@ -104,12 +99,6 @@ def pmd_blocks(vma, lo, hi):
     return out
 
 
-def note_pte_tables(mm, vma, idx):
-    if len(idx):
-        blocks = np.unique((vma.start + (np.asarray(idx, dtype=np.int64) << PAGE_SHIFT)) >> 21)
-        mm.pte_tables.update(int(b) for b in blocks)
-
-
 def anon_read_range(k, proc, vma, lo, hi):
     """do_anonymous_page() / do_huge_pmd_anonymous_page() for reads: the
     huge zero page for a whole empty PMD block when the PMD size is allowed
@@ -117,7 +106,7 @@ def anon_read_range(k, proc, vma, lo, hi):
     use_zero_page off a PMD block gets a new THP."""
     mm = proc.mm
     idx = np.arange(lo, hi)
-    present = vma.pfn[lo:hi] >= 0
+    present = vma.ptes(lo, hi)[0] >= 0
     mark_accessed(vma, idx[present], False)
     if present.all():
         return
@@ -130,15 +119,11 @@ def anon_read_range(k, proc, vma, lo, hi):
                 # before mapping the huge zero page, so fork copies the PMD
                 vma.anon_vma = True
                 hz = k.mem.get_huge_zero_pfn()
-                sl = slice(b, b + HPAGE_PMD_NR)
-                vma.pfn[sl] = hz + np.arange(HPAGE_PMD_NR)
-                vma.bits[sl] = PTE_PRESENT | PTE_YOUNG | PTE_PMD
+                vma.set_pmd_leaves(np.array([b]), hz, PTE_PRESENT | PTE_YOUNG | PTE_PMD)
             else:
                 new_anon_folios(k, proc, vma, np.array([b]), HPAGE_PMD_ORDER)
-    empty = idx[vma.pfn[lo:hi] < 0]
-    vma.pfn[empty] = k.mem.zero_pfn
-    vma.bits[empty] = PTE_PRESENT | PTE_YOUNG
-    note_pte_tables(mm, vma, empty)
+    empty = idx[vma.ptes(lo, hi)[0] < 0]
+    vma.set_ptes(empty, k.mem.zero_pfn, PTE_PRESENT | PTE_YOUNG)
 
 
 def new_anon_folios(k, proc, vma, starts, order):
@@ -157,13 +142,15 @@ def new_anon_folios(k, proc, vma, starts, order):
         mem.flags[heads] |= FL_DEFERRED     # 6.12+: new THPs go on the deferred list
     k.rmap.add_new_anon(proc.mm.mm_id, heads, pmd)
     mem.refcount[heads] = 1 if pmd else nr
-    idx = (np.asarray(starts, dtype=np.int64)[:, None] + np.arange(nr)).ravel()
-    vma.pfn[idx] = (heads[:, None] + np.arange(nr)).ravel()
-    vma.bits[idx] = PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG | (PTE_PMD if pmd else 0)
-    if not pmd:
-        note_pte_tables(proc.mm, vma, idx)
+    bits = PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+    starts = np.asarray(starts, dtype=np.int64)
+    if pmd:
+        vma.set_pmd_leaves(starts, heads, bits | PTE_PMD)
+    else:
+        idx = (starts[:, None] + np.arange(nr)).ravel()
+        vma.set_ptes(idx, (heads[:, None] + np.arange(nr)).ravel(), bits)
     vma.anon_vma = True
-    proc.mm.add_rss('anon', len(idx))
+    proc.mm.add_rss('anon', len(starts) * nr)
     if order == HPAGE_PMD_ORDER:
         k.count_event('thp_fault_alloc', len(heads))
     if order > 0:
@@ -179,29 +166,30 @@ def anon_fault_orders(k, proc, vma, lo, hi, empty):
     still empty at the fault of its first page in the range exactly when it
     was empty before (aligned blocks nest).  The PMD order needs pmd_none()
     instead (no page table in the block yet)."""
-    mm = proc.mm
     n = vma.nr_pages
     base = vma.start >> PAGE_SHIFT
-    covered = np.zeros(n, dtype=bool)
+    # every candidate block lies in the PMD-aligned window around [lo, hi)
+    w0 = max(0, ((base + lo) & ~(HPAGE_PMD_NR - 1)) - base)
+    w1 = min(n, (((base + hi - 1) | (HPAGE_PMD_NR - 1)) + 1) - base)
+    wpfn = vma.ptes(w0, w1)[0]
+    covered = np.zeros(w1 - w0, dtype=bool)
     chosen = []
     for order in anon_orders_allowed(k, vma):
         nr = 1 << order
-        first = -(-base // nr) * nr - base        # first aligned index inside the VMA
-        if first + nr > n:
-            continue
-        starts = np.arange(first, n - nr + 1, nr)
+        first = -(-(base + w0) // nr) * nr - base   # first aligned index in the window
+        starts = np.arange(first, w1 - nr + 1, nr)
         starts = starts[(starts + nr > lo) & (starts < hi)]
         if len(starts) == 0:
             continue
-        blk = starts[:, None] + np.arange(nr)
-        ok = (vma.pfn[blk] < 0).all(axis=1) & ~covered[starts]
+        blk = starts[:, None] - w0 + np.arange(nr)
+        ok = (wpfn[blk] < 0).all(axis=1) & ~covered[starts - w0]
         if order == HPAGE_PMD_ORDER:
-            ok &= np.array([pmd_block_free(mm, vma, int(s)) for s in starts], dtype=bool)
+            ok &= vma.pmd_none(starts)
         starts = starts[ok]
         if len(starts):
             chosen.append((order, starts))
-            covered[(starts[:, None] + np.arange(nr)).ravel()] = True
-    small = empty[~covered[empty]]
+            covered[(starts[:, None] - w0 + np.arange(nr)).ravel()] = True
+    small = empty[~covered[empty - w0]]
     chosen.append((0, small))
     return chosen
 
@@ -211,23 +199,24 @@ def anon_write_range(k, proc, vma, lo, hi):
     mm = proc.mm
     mem = k.mem
     idx = np.arange(lo, hi)
-    bits = vma.bits[lo:hi]
+    bits = vma.ptes(lo, hi)[1]
     writable = (bits & (PTE_PRESENT | PTE_WRITE)) == (PTE_PRESENT | PTE_WRITE)
     mark_accessed(vma, idx[writable], True)
     # PMD leaves that are not writable: do_huge_pmd_wp_page()
-    for b in pmdops.pmd_leaves_in(vma, lo, hi):
-        if vma.bits[b] & PTE_WRITE:
-            continue
-        pmd_write_fault(k, proc, vma, b)
+    leaves, _, lbits = vma.pmd_leaves(lo, hi)
+    for b in leaves[(lbits & PTE_WRITE) == 0]:
+        pmd_write_fault(k, proc, vma, int(b))
     # present, read-only PTEs: do_wp_page()
-    pres = idx[((vma.bits[lo:hi] & (PTE_PRESENT | PTE_WRITE | PTE_PMD)) == PTE_PRESENT)]
+    bits = vma.ptes(lo, hi)[1]
+    pres = idx[((bits & (PTE_PRESENT | PTE_WRITE | PTE_PMD)) == PTE_PRESENT)]
     if len(pres):
         wp_ptes(k, proc, vma, pres)
     # PMD leaves made writable above: the write itself
-    pmdw = idx[(vma.bits[lo:hi] & (PTE_PMD | PTE_WRITE)) == (PTE_PMD | PTE_WRITE)]
+    pfn, bits = vma.ptes(lo, hi)
+    pmdw = idx[(bits & (PTE_PMD | PTE_WRITE)) == (PTE_PMD | PTE_WRITE)]
     mark_accessed(vma, pmdw, True)
     # empty entries: do_anonymous_page() / do_huge_pmd_anonymous_page()
-    empty = idx[vma.pfn[lo:hi] < 0]
+    empty = idx[pfn < 0]
     if len(empty) == 0:
         return
     for order, starts in anon_fault_orders(k, proc, vma, lo, hi, empty):
@@ -237,17 +226,16 @@ def anon_write_range(k, proc, vma, lo, hi):
 def pmd_write_fault(k, proc, vma, b):
     """do_huge_pmd_wp_page() on a read-only PMD at VMA index b."""
     mem = k.mem
-    pfn = int(vma.pfn[b])
+    pfn = vma.entry(b)[0]
     head = int(mem.head[pfn])
     if pfn == mem.huge_zero_pfn:
         # do_huge_zero_wp_pmd(): replace the huge zero page by a new THP
-        vma.pfn[b:b + HPAGE_PMD_NR] = -1
-        vma.bits[b:b + HPAGE_PMD_NR] = 0
+        vma.clear_pmd_leaves([b])
         new_anon_folios(k, proc, vma, np.array([b]), HPAGE_PMD_ORDER)
         return
     if mem.anon_exclusive[head] or mem.refcount[head] == 1:
         mem.anon_exclusive[head] = True
-        vma.bits[b:b + HPAGE_PMD_NR] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+        vma.or_bits([b], PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
         k.cost['cow_pages_reused'] += HPAGE_PMD_NR
         return
     pmdops.split_pmd(k, proc.mm, vma, b)
@@ -274,15 +262,15 @@ def wp_can_reuse(k, pfns):
 def wp_ptes(k, proc, vma, idx):
     """do_wp_page() for present read-only PTEs of a private VMA."""
     mem = k.mem
-    pfns = vma.pfn[idx]
+    pfns = vma.ptes_at(idx)[0]
     zero = pfns == mem.zero_pfn
     reuse = np.zeros(len(idx), dtype=bool)
     reuse[~zero] = wp_can_reuse(k, pfns[~zero])
     r = idx[reuse]
     k.cost['cow_pages_reused'] += len(r)
     if len(r):
-        mem.anon_exclusive[vma.pfn[r]] = True
-        vma.bits[r] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
+        mem.anon_exclusive[pfns[reuse]] = True
+        vma.or_bits(r, PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
     copy = idx[~reuse]
     if len(copy):
         wp_page_copy(k, proc, vma, copy)
@@ -294,7 +282,7 @@ def wp_page_copy(k, proc, vma, idx):
     at a time, as the kernel does."""
     mem = k.mem
     mm = proc.mm
-    old = vma.pfn[idx].copy()
+    old = vma.ptes_at(idx)[0]
     real = old != mem.zero_pfn
     old_real = old[real]
     if len(old_real):
@@ -315,8 +303,7 @@ def wp_page_copy(k, proc, vma, idx):
         mm.add_rss('shmem', -int(shmem_old.sum()))
         mm.add_rss('file', -int((~anon_old & ~shmem_old).sum()))
         mem.folio_put(heads, 1)
-    vma.pfn[idx] = -1
-    vma.bits[idx] = 0
+    vma.set_ptes(idx, -1, 0)
     new_anon_folios(k, proc, vma, idx, 0)
 
 
@@ -337,9 +324,8 @@ def file_fault(k, proc, vma, i, write):
     """One page of a file or shmem mapping (do_read_fault, do_cow_fault,
     do_shared_fault, do_wp_page)."""
     mem = k.mem
-    present = vma.pfn[i] >= 0
-    if present:
-        bits = vma.bits[i]
+    pfn, bits = vma.entry(i)
+    if pfn >= 0:
         if not write or bits & PTE_WRITE:
             mark_accessed(vma, np.array([i]), write)
             return
@@ -348,8 +334,8 @@ def file_fault(k, proc, vma, i, write):
             if bits & PTE_PMD:
                 pmdops.split_pmd(k, proc.mm, vma, pmdops.pmd_start(vma, i))
                 return file_fault(k, proc, vma, i, write)
-            vma.bits[i] |= PTE_WRITE | PTE_DIRTY | PTE_YOUNG
-            mem.flags[mem.head[vma.pfn[i]]] |= FL_DIRTY
+            vma.or_bits([i], PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+            mem.flags[mem.head[pfn]] |= FL_DIRTY
             return
         if bits & PTE_PMD:
             pmdops.split_pmd(k, proc.mm, vma, pmdops.pmd_start(vma, i))
@@ -367,7 +353,7 @@ def file_fault(k, proc, vma, i, write):
         return
     if not write:
         fault_around(k, proc, vma, i)
-        if vma.pfn[i] >= 0:
+        if vma.entry(i)[0] >= 0:
             return
     pfn = filemap_get_folio(k, vma.obj, index, file_folio_order(k, vma, index), k.memcg_of(proc))
     finish_fault(k, proc, vma, i, pfn, write)
@@ -394,12 +380,10 @@ def map_file_pages(k, proc, vma, idx, write):
     mem = k.mem
     idx = np.asarray(idx, dtype=np.int64)
     pfns = vma.obj.pages[vma.pgoff + idx]
-    vma.pfn[idx] = pfns
-    vma.bits[idx] = file_pte_bits(vma, write)
+    vma.set_ptes(idx, pfns, file_pte_bits(vma, write))
     k.rmap.add_ptes(proc.mm.mm_id, pfns)
     mem.folio_get(mem.head[pfns], 1)
     proc.mm.add_rss('shmem', len(idx))
-    note_pte_tables(proc.mm, vma, idx)
 
 
 def fault_around(k, proc, vma, i):
@@ -432,14 +416,15 @@ def fault_around(k, proc, vma, i):
     inside = index < vma.obj.nr_pages
     idx, index = idx[inside], index[inside]
     cached = vma.obj.pages[index] >= 0
-    cand = set(int(x) for x in idx[cached & (vma.pfn[idx] < 0)])
+    cand = set(int(x) for x in idx[cached & (vma.ptes_at(idx)[0] < 0)])
     for j in sorted(cand):
         pfn = int(vma.obj.pages[vma.pgoff + j])
         head = int(mem.head[pfn])
         nr = 1 << int(mem.order[head])
         first = j - (pfn - head)
         if nr > 1 and folio_fits(vma, first, nr):
-            cand.update(x for x in range(first, first + nr) if vma.pfn[x] < 0)
+            fidx = np.arange(first, first + nr)
+            cand.update(int(x) for x in fidx[vma.ptes_at(fidx)[0] < 0])
     map_file_pages(k, proc, vma, np.array(sorted(cand), dtype=np.int64), False)
 
 
@@ -476,7 +461,7 @@ def finish_fault(k, proc, vma, i, pfn, write):
         map_folio_pmds_ptes(k, proc, vma, first, head, write)
         return
     idx = np.array([i])
-    if order > 0 and folio_fits(vma, first, nr) and (vma.pfn[first:first + nr] < 0).all():
+    if order > 0 and folio_fits(vma, first, nr) and (vma.ptes(first, first + nr)[0] < 0).all():
         idx = np.arange(first, first + nr)
     map_file_pages(k, proc, vma, idx, write)
 
@@ -496,11 +481,11 @@ def map_folio_pmds_ptes(k, proc, vma, first, head, write):
         lo, hi = max(j, 0), min(j + HPAGE_PMD_NR, vma.nr_pages)
         if lo >= hi:
             continue
-        if pmd_mappable(proc, vma, j) and (vma.pfn[lo:hi] < 0).all():
+        empty = vma.ptes(lo, hi)[0] < 0
+        if pmd_mappable(proc, vma, j) and empty.all():
             pmdops.map_file_pmd(k, proc, vma, j, head, write, pfn0=head + c)
             continue
-        idx = np.arange(lo, hi)
-        ptes.append(idx[vma.pfn[idx] < 0])
+        ptes.append(np.arange(lo, hi)[empty])
     if ptes:
         map_file_pages(k, proc, vma, np.concatenate(ptes), write)
 
@@ -523,16 +508,16 @@ def pin_range(k, proc, name, start, end):
     base = k.range_vmas(proc, name)[0].range_start
     for v in mm.vmas_in(start, end):
         lo, hi = v.page_index(max(start, v.start)), v.page_index(min(end, v.end))
-        pfns = v.pfn[lo:hi]
+        pfns, pbits = v.ptes(lo, hi)
         heads = mem.head[pfns]
         in_slow = v.start + (np.arange(lo, hi) << PAGE_SHIFT) >= slow_from
         # gup_fast_pte_range() / gup_fast_pmd_leaf(): folio_set_referenced()
-        mem.flags[np.unique(heads[~in_slow])] |= FL_REFERENCED
+        mem.flags[sorted_unique(heads[~in_slow])] |= FL_REFERENCED
         # the slow path, follow_page_pte() with FOLL_TOUCH: folio_mark_accessed()
         # per PTE-mapped page; follow_huge_pmd() only makes the PMD young
-        slow = lo + np.flatnonzero(in_slow)
-        for i in slow[(v.bits[slow] & PTE_PMD) == 0]:
-            folio_mark_accessed(mem, np.array([mem.head[v.pfn[i]]]))
+        slow = np.flatnonzero(in_slow)
+        for j in slow[(pbits[slow] & PTE_PMD) == 0]:
+            folio_mark_accessed(mem, heads[j:j + 1])
         small = mem.order[heads] == 0
         np.add.at(mem.refcount, heads[small], GUP_PIN_COUNTING_BIAS)
         np.add.at(mem.refcount, heads[~small], 1)
@@ -556,7 +541,7 @@ def gup_fast_end(k, proc, start, end):
         if v is None:
             return addr
         lo, hi = v.page_index(addr), v.page_index(min(end, v.end))
-        pfn, bits = v.pfn[lo:hi], v.bits[lo:hi]
+        pfn, bits = v.ptes(lo, hi)
         ok = ((bits & (PTE_PRESENT | PTE_WRITE)) == (PTE_PRESENT | PTE_WRITE)) & (pfn >= 0)
         ok &= (pfn != mem.zero_pfn)
         bad = np.flatnonzero(~ok)

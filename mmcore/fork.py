@@ -50,40 +50,37 @@ def do_fork(k, parent, child_pid, comm):
 
 
 def copy_page_range(k, parent, child, src, dst):
+    """copy_page_range(): PMD leaves once each (copy_huge_pmd), then the
+    present PTEs of the PTE tables (copy_pte_range)."""
     mem = k.mem
     pmm, cmm = parent.mm, child.mm
-    for b in pmdops.pmd_leaves_in(src, 0, src.nr_pages):
-        copy_huge_pmd(k, parent, child, src, dst, b)
-    idx = np.flatnonzero((src.pfn >= 0) & ((src.bits & PTE_PMD) == 0))
+    copy_huge_pmds(k, parent, child, src, dst)
+    idx, pfns, sbits = src.present_ptes()
     if len(idx) == 0:
         return
-    cmm.pte_tables.update(pmm.pte_tables & {(src.start + (int(i) << 12)) >> 21 for i in idx})
-    pfns = src.pfn[idx]
     zero = pfns == mem.zero_pfn
     # zero-page entries are copied as they are (old, read-only)
-    dst.pfn[idx[zero]] = pfns[zero]
-    dst.bits[idx[zero]] = src.bits[idx[zero]] & ~np.uint8(PTE_YOUNG)
-    idx, pfns = idx[~zero], pfns[~zero]
+    dst.set_ptes(idx[zero], pfns[zero], sbits[zero] & ~np.uint8(PTE_YOUNG))
+    idx, pfns, sbits = idx[~zero], pfns[~zero], sbits[~zero]
     if len(idx) == 0:
         return
-    heads = mem.head[pfns]
-    anon = (mem.flags[heads] & FL_ANON) != 0
+    heads, flags = mem.folio_fields(pfns, 'head', 'flags')
+    anon = (flags & FL_ANON) != 0
     # copy_present_page(): AnonExclusive pages of possibly pinned folios
     # are copied for the child at once (semantics.md 6.5)
     must_copy = anon & pmm.has_pinned & folio_maybe_dma_pinned(mem, heads) & mem.anon_exclusive[pfns]
     shared_idx, shared_pfns = idx[~must_copy], pfns[~must_copy]
     if len(shared_idx):
-        sh_heads = mem.head[shared_pfns]
+        sh_heads = heads[~must_copy]
         k.rmap.add_ptes(cmm.mm_id, shared_pfns)
         mem.folio_get(sh_heads, 1)
-        sh_anon = (mem.flags[sh_heads] & FL_ANON) != 0
+        sh_anon = anon[~must_copy]
         mem.anon_exclusive[shared_pfns[sh_anon]] = False
-        bits = src.bits[shared_idx]
+        bits = sbits[~must_copy]
         if src.is_cow:
             bits = bits & ~np.uint8(PTE_WRITE)
-            src.bits[shared_idx] = bits
-        dst.pfn[shared_idx] = shared_pfns
-        dst.bits[shared_idx] = bits & ~np.uint8(PTE_YOUNG)
+            src.set_ptes(shared_idx, shared_pfns, bits)
+        dst.set_ptes(shared_idx, shared_pfns, bits & ~np.uint8(PTE_YOUNG))
         add_rss_by_kind(cmm, mem, sh_heads, +1)
     copy_idx = idx[must_copy]
     if len(copy_idx):
@@ -91,25 +88,32 @@ def copy_page_range(k, parent, child, src, dst):
         new_anon_folios(k, child, dst, copy_idx, 0)
 
 
-def copy_huge_pmd(k, parent, child, src, dst, b):
+def copy_huge_pmds(k, parent, child, src, dst):
+    """copy_huge_pmd() for every PMD leaf of src: the huge zero page is
+    copied as it is; a file or shmem PMD is left for the child to refault
+    ("Skip if can be re-fill on fault"); an anon THP is shared read-only,
+    unless it may be pinned (folio_try_dup_anon_rmap_pmd() refuses: split,
+    then copied by PTEs)."""
     mem = k.mem
-    sl = slice(b, b + HPAGE_PMD_NR)
-    head = int(mem.head[src.pfn[b]])
-    if head == mem.huge_zero_pfn:
-        dst.pfn[sl] = src.pfn[sl]
-        dst.bits[sl] = src.bits[sl] & ~np.uint8(PTE_YOUNG)
+    idx, pfn0, bits = src.pmd_leaves()
+    if len(idx) == 0:
         return
-    if not mem.flags[head] & FL_ANON:
-        return                  # "Skip if can be re-fill on fault": the child refaults it
-    if parent.mm.has_pinned and mem.pincount[head] > 0 and mem.anon_exclusive[head]:
-        # folio_try_dup_anon_rmap_pmd() refuses: split, then copy by PTEs
-        pmdops.split_pmd(k, parent.mm, src, b)
+    heads = mem.head[pfn0]
+    hz = heads == mem.huge_zero_pfn
+    dst.set_pmd_leaves(idx[hz], pfn0[hz], bits[hz] & ~np.uint8(PTE_YOUNG))
+    anon = ~hz & ((mem.flags[heads] & FL_ANON) != 0)
+    if parent.mm.has_pinned:
+        pinned = anon & (mem.pincount[heads] > 0) & mem.anon_exclusive[heads]
+        for b in idx[pinned]:
+            pmdops.split_pmd(k, parent.mm, src, int(b))
+        anon &= ~pinned
+    idx, pfn0, bits, heads = idx[anon], pfn0[anon], bits[anon], heads[anon]
+    if len(idx) == 0:
         return
-    k.rmap.add_pmd(child.mm.mm_id, np.array([head]))
-    mem.folio_get(np.array([head]), 1)
-    mem.anon_exclusive[head:head + HPAGE_PMD_NR] = False
-    bits = src.bits[sl] & ~np.uint8(PTE_WRITE)
-    src.bits[sl] = bits
-    dst.pfn[sl] = src.pfn[sl]
-    dst.bits[sl] = bits & ~np.uint8(PTE_YOUNG)
-    child.mm.add_rss('anon', HPAGE_PMD_NR)
+    k.rmap.add_pmd(child.mm.mm_id, heads)
+    mem.folio_get(heads, 1)
+    mem.clear_anon_exclusive_pmd(heads)
+    bits = bits & ~np.uint8(PTE_WRITE)
+    src.set_pmd_bits(idx, bits)
+    dst.set_pmd_leaves(idx, pfn0, bits & ~np.uint8(PTE_YOUNG))
+    child.mm.add_rss('anon', HPAGE_PMD_NR * len(idx))

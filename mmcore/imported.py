@@ -232,7 +232,7 @@ def build_kernel(config, cap, with_init=True):
             objects[key] = obj
         obj = objects[key]
         if end_page > obj.nr_pages:
-            obj.pages = np.concatenate([obj.pages, np.full(end_page - obj.nr_pages, -1, np.int64)])
+            obj.pages.nr_pages = end_page
             obj.size = end_page * PAGE_SIZE
         vma_obj[vi] = obj
 

@@ -138,9 +138,12 @@ class Kernel:
         return base + offset, base + offset + length
 
     # --- replay ----------------------------------------------------------------------
-    def run(self, steps, stop_at=None):
-        """Replays steps; stops right after the snapshot `stop_at`."""
-        for step in steps:
+    def run(self, steps, stop_at=None, progress=None):
+        """Replays steps; stops right after the snapshot `stop_at`.
+        progress(done, step) is called before each step."""
+        for done, step in enumerate(steps):
+            if progress is not None:
+                progress(done, step)
             self.apply(step)
             if isinstance(step, sc.Snapshot) and step.label == stop_at:
                 self.stopped_at = stop_at
@@ -267,7 +270,7 @@ class Kernel:
         """Frees the shmem object of a shared-anon range once no VMA maps it."""
         used = {id(v.obj) for p in self.processes.values() for v in p.mm.vmas if v.obj}
         for obj in self.objects:
-            if obj.shmem_anon and id(obj) not in used and (obj.pages >= 0).any():
+            if obj.shmem_anon and id(obj) not in used and obj.pages.any_cached():
                 truncate_object(self, obj)
 
     @property

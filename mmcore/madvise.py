@@ -50,13 +50,7 @@ def reclaim_empty_pte_tables(mm, start, end):
     """CONFIG_PT_RECLAIM (on in the conformance kernel): MADV_DONTNEED
     (zap_details.reclaim_pt) frees a page table left with no entry, so the
     next fault there may map a PMD again."""
-    for block in range(start >> 21, ((end - 1) >> 21) + 1):
-        if block not in mm.pte_tables:
-            continue
-        lo, hi = block << 21, (block + 1) << 21
-        if not any((v.pfn[v.page_index(max(lo, v.start)):v.page_index(min(hi, v.end))] >= 0).any()
-                   for v in mm.vmas_in(lo, hi)):
-            mm.pte_tables.discard(block)
+    mm.pt.free_empty_tables(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
 
 
 def madvise_update_vma(k, proc, start, end, advice):
@@ -77,12 +71,11 @@ def _folio_runs(k, vma, lo, hi):
     """Present PTE-mapped normal pages of [lo, hi) grouped by folio:
     [(head, VMA indices)] in address order."""
     mem = k.mem
-    idx = np.arange(lo, hi)
-    idx = idx[(vma.pfn[lo:hi] >= 0) & ((vma.bits[lo:hi] & PTE_PMD) == 0)]
-    idx = idx[vma.pfn[idx] != mem.zero_pfn]
+    idx, pfns, _ = vma.present_ptes(lo, hi)
+    idx, pfns = idx[pfns != mem.zero_pfn], pfns[pfns != mem.zero_pfn]
     if len(idx) == 0:
         return []
-    heads = mem.head[vma.pfn[idx]]
+    heads = mem.head[pfns]
     cut = np.flatnonzero(np.diff(heads)) + 1
     return [(int(h[0]), i) for h, i in zip(np.split(heads, cut), np.split(idx, cut))]
 
@@ -93,8 +86,9 @@ def _exclusive_pmd_leaves(k, vma, lo, hi):
     mapped shared are left alone; a folio the range covers only in part is
     split and left to the PTE walk (madvise_*_huge_pmd)."""
     out = []
-    for b in pmdops.pmd_leaves_in(vma, lo, hi):
-        head = int(k.mem.head[vma.pfn[b]])
+    leaves, pfn0, _ = vma.pmd_leaves(lo, hi)
+    for b, pfn in zip(leaves.tolist(), pfn0.tolist()):
+        head = int(k.mem.head[pfn])
         if head == k.mem.huge_zero_pfn or folio_maybe_mapped_shared(k.mem, [head])[0]:
             continue
         if lo <= b and b + HPAGE_PMD_NR <= hi:
@@ -112,7 +106,7 @@ def madvise_free(k, proc, vma, lo, hi):
             if mem.large_mapcount[head] != 1:
                 continue
             mem.flags[head] &= ~np.uint32(FL_DIRTY)
-        vma.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_YOUNG | PTE_DIRTY)
+        vma.and_bits([b], ~(PTE_YOUNG | PTE_DIRTY))
         folio_mark_lazyfree(mem, head)
     for head, idx in _folio_runs(k, vma, lo, hi):
         nr = 1 << int(mem.order[head])
@@ -120,15 +114,16 @@ def madvise_free(k, proc, vma, lo, hi):
             if folio_maybe_mapped_shared(mem, [head])[0] or not split_folio(k, head):
                 continue
             head = None
-        heads = [head] if head is not None else list(mem.head[vma.pfn[idx]])
+        now = mem.head[vma.ptes_at(idx)[0]]
+        heads = [head] if head is not None else list(now)
         for h in heads:
-            sel = idx if head is not None else idx[mem.head[vma.pfn[idx]] == h]
+            sel = idx if head is not None else idx[now == h]
             if mem.flags[h] & FL_DIRTY:
                 mapcount = mem.large_mapcount[h] if mem.order[h] else mem.page_mapcount[h]
                 if mapcount != (1 << int(mem.order[h])):
                     continue
                 mem.flags[h] &= ~np.uint32(FL_DIRTY)
-            vma.bits[sel] &= ~np.uint8(PTE_YOUNG | PTE_DIRTY)
+            vma.and_bits(sel, ~(PTE_YOUNG | PTE_DIRTY))
             folio_mark_lazyfree(mem, h)
 
 
@@ -148,7 +143,7 @@ def madvise_cold_or_pageout(k, proc, vma, lo, hi, pageout):
     to_reclaim = []
     for b, head in _exclusive_pmd_leaves(k, vma, lo, hi):
         if not pageout:
-            vma.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_YOUNG)
+            vma.and_bits([b], ~PTE_YOUNG)
         deactivate_or_collect(mem, head, pageout, to_reclaim)
     for head, idx in _folio_runs(k, vma, lo, hi):
         nr = 1 << int(mem.order[head])
@@ -157,15 +152,15 @@ def madvise_cold_or_pageout(k, proc, vma, lo, hi, pageout):
             if folio_maybe_mapped_shared(mem, [head])[0] or not split_folio(k, head):
                 continue
             # the walk goes on over the pages of the split folio (nr = 0)
-            batches = [(int(mem.head[vma.pfn[i]]), np.array([i])) for i in idx
-                       if vma.pfn[i] >= 0]
+            now = vma.ptes_at(idx)[0]
+            batches = [(int(mem.head[p]), np.array([i])) for i, p in zip(idx, now) if p >= 0]
         for h, sel in batches:
             nr = 1 << int(mem.order[h])
             mapcount = mem.large_mapcount[h] if nr > 1 else mem.page_mapcount[h]
             if not mem.flags[h] & FL_LRU or mapcount != nr:
                 continue
             if not pageout:
-                vma.bits[sel] &= ~np.uint8(PTE_YOUNG)
+                vma.and_bits(sel, ~PTE_YOUNG)
             deactivate_or_collect(mem, h, pageout, to_reclaim)
     if to_reclaim:
         reclaim_pages(k, to_reclaim)
@@ -188,7 +183,7 @@ def reclaim_pages(k, heads):
     for head in heads:
         f = mem.flags[head]
         if f & FL_ANON and not f & FL_SWAPBACKED:
-            dirty = f & FL_DIRTY or any((v.bits[idx] & PTE_DIRTY).any()
+            dirty = f & FL_DIRTY or any((v.ptes_at(idx)[1] & PTE_DIRTY).any()
                                         for _, v, idx in rmap_walk(k, [head]))
             if dirty:
                 # try_to_unmap_one(): a dirty PTE dirties the folio, makes it
@@ -243,13 +238,12 @@ def madvise_collapse(k, proc, vma, lo, hi):
     first = -(-(base + lo) // HPAGE_PMD_NR) * HPAGE_PMD_NR - base
     failed = None
     for b in range(first, hi - HPAGE_PMD_NR + 1, HPAGE_PMD_NR):
-        sl = slice(b, b + HPAGE_PMD_NR)
-        if vma.bits[b] & PTE_PMD and vma.pfn[b] != mem.huge_zero_pfn + 0 and \
-                mem.head[vma.pfn[b]] != mem.huge_zero_pfn:
+        pfns, bbits = vma.ptes(b, b + HPAGE_PMD_NR)
+        if bbits[0] & PTE_PMD and pfns[0] != mem.huge_zero_pfn + 0 and \
+                mem.head[pfns[0]] != mem.huge_zero_pfn:
             continue
-        pfns = vma.pfn[sl]
-        present = (pfns >= 0) & (pfns != mem.zero_pfn) & ((vma.bits[sl] & PTE_PMD) == 0)
-        if not present.any() and ((vma.start + (b << PAGE_SHIFT)) >> 21) not in proc.mm.pte_tables:
+        present = (pfns >= 0) & (pfns != mem.zero_pfn) & ((bbits & PTE_PMD) == 0)
+        if not present.any() and not proc.mm.pt.has_table(vma.pmd_key([b]))[0]:
             # find_pmd_or_thp_or_none(): SCAN_PMD_NULL, no page table to collapse
             failed = 'EINVAL: MADV_COLLAPSE found no page table in a 2M block'
             continue
@@ -260,9 +254,8 @@ def madvise_collapse(k, proc, vma, lo, hi):
         if (extra > 0).any() or not (mem.flags[uh] & FL_ANON).all():
             failed = 'EAGAIN: a page of the block is pinned or not anonymous'
             continue
-        dirty_young = vma.bits[sl]
         zap_range(k, proc.mm, vma, b, b + HPAGE_PMD_NR)
-        proc.mm.pte_tables.discard((vma.start + (b << PAGE_SHIFT)) >> 21)
+        proc.mm.pt.free_tables(vma.pmd_key([b]))
         from .fault import new_anon_folios
         new_anon_folios(k, proc, vma, np.array([b]), HPAGE_PMD_ORDER)
         k.events['thp_fault_alloc'] -= 1
@@ -310,17 +303,17 @@ def collapse_file_range(k, proc, vma, lo, hi):
             head = int(mem.head[obj.pages[index]])
             mem.flags[head] |= FL_DIRTY        # collapse_file(): the new folio is dirtied
             k.count_event('thp_collapse_alloc')
-        if vma.bits[b] & PTE_PMD:
+        pfns, bbits = vma.ptes(b, b + HPAGE_PMD_NR)
+        if bbits[0] & PTE_PMD:
             continue
         # collapse_pte_mapped_thp(): only entries that are empty or map the
         # matching subpage of the new folio may be replaced by the PMD
-        sl = slice(b, b + HPAGE_PMD_NR)
-        present = vma.pfn[sl] >= 0
-        if (vma.pfn[sl][present] != (head + np.arange(HPAGE_PMD_NR))[present]).any():
+        present = pfns >= 0
+        if (pfns[present] != (head + np.arange(HPAGE_PMD_NR))[present]).any():
             failed = 'EINVAL: MADV_COLLAPSE: the page table maps other pages (private copies)'
             continue
         zap_range(k, proc.mm, vma, b, b + HPAGE_PMD_NR)
-        proc.mm.pte_tables.discard((vma.start + (b << PAGE_SHIFT)) >> 21)
+        proc.mm.pt.free_tables(vma.pmd_key([b]))
         pmdops.map_file_pmd(k, proc, vma, b, head, False)
     if failed:
         raise Fault(failed)

@@ -7,6 +7,7 @@ each PFN.  Folios are naturally aligned blocks of 2^order frames
 (order 0..9), handed out by a lowest-address-first allocator.
 """
 import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -41,44 +42,180 @@ class OutOfMemory(Exception):
     pass
 
 
+def sorted_groups(keys):
+    """(sorted unique keys, count of each) by one sort: linear in practice
+    where np.unique's hash path is not (keys come mostly in order)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if len(keys) == 0:
+        return keys, np.zeros(0, dtype=np.int64)
+    s = keys if (keys[1:] >= keys[:-1]).all() else np.sort(keys, kind='stable')
+    first = np.empty(len(s), dtype=bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(s)))
+    return s[starts], counts
+
+
+def sorted_unique(keys):
+    return sorted_groups(keys)[0]
+
+
+# per-folio fields: (name, dtype, value of a free slot, shape of one element)
+FOLIO_FIELDS = (
+    ('head', np.int64, -1, ()),                # head PFN
+    ('order', np.int8, 0, ()),
+    ('refcount', np.int64, 0, ()),
+    ('large_mapcount', np.int64, 0, ()),       # LM, logical
+    ('entire_mapcount', np.int64, 0, ()),      # E, logical
+    ('nr_pages_mapped', np.int64, 0, ()),      # PAGE_MAPCOUNT only
+    ('total_mapped_pages', np.int64, 0, ()),   # the 2026 RFC only
+    ('mm_id', np.int64, 0, (2,)),              # _mm_id[0], _mm_id[1]
+    ('mm_id_mapcount', np.int64, 0, (2,)),     # logical (stored + 1)
+    ('maybe_shared', np.bool_, False, ()),     # FOLIO_MM_IDS_SHARED_BIT
+    ('pincount', np.int64, 0, ()),
+    ('flags', np.uint32, 0, ()),
+    ('memcg', np.int32, 0, ()),                # memcg index of the charge
+    ('mapping', np.int32, -1, ()),             # page-cache object id
+    ('index', np.int64, 0, ()),                # page-cache index of the head
+)
+
+
+class FolioField(NDArrayOperatorsMixin):
+    """One per-folio field, indexed like a per-PFN array: any PFN of a
+    folio reads and writes its folio's value, a free frame reads the free
+    value.  np.add.at() and the like work on it; used whole (operators,
+    ufuncs, np.asarray) it is the per-PFN array, materialized."""
+
+    __slots__ = ('mem', 'attr')
+
+    def __array__(self, dtype=None, copy=None):
+        a = getattr(self.mem, self.attr)[self.mem.slot]
+        return a if dtype is None else a.astype(dtype)
+
+    def __len__(self):
+        return self.mem.nr_frames
+
+    def copy(self):
+        return np.asarray(self)
+
+    def __getattr__(self, name):
+        if name.startswith('__') or name in ('mem', 'attr'):
+            raise AttributeError(name)
+        return getattr(np.asarray(self), name)
+
+    def __init__(self, mem, name):
+        self.mem = mem
+        self.attr = '_f_' + name
+
+    def _key(self, key):
+        if isinstance(key, tuple):
+            return (self.mem.slot[key[0]],) + key[1:]
+        return self.mem.slot[key]
+
+    def __getitem__(self, key):
+        return getattr(self.mem, self.attr)[self._key(key)]
+
+    def __setitem__(self, key, value):
+        getattr(self.mem, self.attr)[self._key(key)] = value
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == 'at' and inputs[0] is self:
+            return ufunc.at(getattr(self.mem, self.attr), self._key(inputs[1]), *inputs[2:])
+        inputs = tuple(np.asarray(x) if isinstance(x, FolioField) else x for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+
 class PhysMem:
-    """Frames and folio state of the whole machine."""
+    """Frames and folio state of the whole machine.
+
+    Per frame: whether it is free, the slot of the folio it belongs to
+    (0: none), and the per-page state (page->_mapcount, AnonExclusive).
+    Per folio, in slot-indexed arrays that grow with the folios allocated:
+    FOLIO_FIELDS, read and written by PFN through FolioField."""
 
     def __init__(self, memory_bytes):
         n = memory_bytes >> PAGE_SHIFT
         self.nr_frames = n
         self.free = np.ones(n, dtype=bool)
-        # per PFN: head PFN of the folio it belongs to (-1: free frame)
-        self.head = np.full(n, -1, dtype=np.int64)
-        # per folio (valid at the head PFN)
-        self.order = np.zeros(n, dtype=np.int8)
-        self.refcount = np.zeros(n, dtype=np.int64)
-        self.large_mapcount = np.zeros(n, dtype=np.int64)    # LM, logical
-        self.entire_mapcount = np.zeros(n, dtype=np.int64)   # E, logical
-        self.nr_pages_mapped = np.zeros(n, dtype=np.int64)   # PAGE_MAPCOUNT only
-        self.total_mapped_pages = np.zeros(n, dtype=np.int64)  # the 2026 RFC only
-        self.mm_id = np.zeros((n, 2), dtype=np.int64)        # _mm_id[0], _mm_id[1]
-        self.mm_id_mapcount = np.zeros((n, 2), dtype=np.int64)  # logical (stored + 1)
-        self.maybe_shared = np.zeros(n, dtype=bool)          # FOLIO_MM_IDS_SHARED_BIT
-        self.pincount = np.zeros(n, dtype=np.int64)
-        self.flags = np.zeros(n, dtype=np.uint32)
-        self.memcg = np.zeros(n, dtype=np.int32)             # memcg index of the charge
-        self.mapping = np.full(n, -1, dtype=np.int32)        # page-cache object id
-        self.index = np.zeros(n, dtype=np.int64)             # page-cache index of the head
+        self._low = 0                # every frame below is allocated
+        self.slot = np.zeros(n, dtype=np.int32)
         # per page
-        self.page_mapcount = np.zeros(n, dtype=np.int64)     # _mapcount + 1
+        self.page_mapcount = np.zeros(n, dtype=np.int32)     # _mapcount + 1
         self.anon_exclusive = np.zeros(n, dtype=bool)        # PG_anon_exclusive
+        # per folio: slot 0 stands for "no folio"
+        for name, dt, default, shape in FOLIO_FIELDS:
+            setattr(self, '_f_' + name, np.full((1,) + shape, default, dtype=dt))
+            setattr(self, name, FolioField(self, name))
+        self._free_slots = np.zeros(0, dtype=np.int32)
+        self._nr_free_slots = 0
         self._reserve(0, min(RESERVED_LOW_FRAMES, n))
         self.zero_pfn = self._alloc_fixed(0)
         self.flags[self.zero_pfn] = FL_ZERO | FL_RESERVED | FL_UPTODATE
         self.huge_zero_pfn = -1
 
+    # --- folio slots -------------------------------------------------------------
+    def _alloc_slots(self, count, heads):
+        """Slots for `count` new folios with head PFNs `heads`, in the
+        state of a free slot except for the head."""
+        if self._nr_free_slots < count:
+            cap = len(self._f_head)
+            new = max(cap + cap // 2, cap + count - self._nr_free_slots, 1024)
+            for name, dt, default, shape in FOLIO_FIELDS:
+                arr = np.full((new,) + shape, default, dtype=dt)
+                arr[:cap] = getattr(self, '_f_' + name)
+                setattr(self, '_f_' + name, arr)
+            fs = np.zeros(new, dtype=np.int32)
+            fs[:self._nr_free_slots] = self._free_slots[:self._nr_free_slots]
+            added = np.arange(new - 1, cap - 1, -1, dtype=np.int32)
+            fs[self._nr_free_slots:self._nr_free_slots + len(added)] = added
+            self._free_slots = fs
+            self._nr_free_slots += len(added)
+        top = self._nr_free_slots
+        slots = self._free_slots[top - count:top][::-1].copy()
+        self._nr_free_slots -= count
+        for name, dt, default, shape in FOLIO_FIELDS:
+            getattr(self, '_f_' + name)[slots] = default
+        self._f_head[slots] = heads
+        return slots
+
+    def _release_slots(self, slots):
+        top = self._nr_free_slots
+        self._free_slots[top:top + len(slots)] = slots
+        self._nr_free_slots += len(slots)
+
+    def folio_fields(self, pfns, *names):
+        """The per-folio fields `names` of the folios of pfns, with one
+        lookup of their slots."""
+        slots = self.slot[pfns]
+        return tuple(getattr(self, '_f_' + n)[slots] for n in names)
+
+    def split_slots(self, head, nr):
+        """The tail pages of the folio at `head` become heads of folios of
+        their own (__split_huge_page: new order-0 folios), each with a slot
+        copied from the folio's."""
+        pfns = head + np.arange(1, nr, dtype=np.int64)
+        old = int(self.slot[head])
+        slots = self._alloc_slots(len(pfns), pfns)
+        for name, dt, default, shape in FOLIO_FIELDS:
+            if name != 'head':
+                arr = getattr(self, '_f_' + name)
+                arr[slots] = arr[old]
+        self.slot[pfns] = slots
+
+    def nbytes(self):
+        """Bytes of emulator memory: per-frame arrays and folio slots."""
+        per_frame = self.free.nbytes + self.slot.nbytes + self.page_mapcount.nbytes + \
+            self.anon_exclusive.nbytes
+        return per_frame, sum(getattr(self, '_f_' + f[0]).nbytes for f in FOLIO_FIELDS)
+
     # --- allocation ---------------------------------------------------------
     def _reserve(self, start, count):
-        self.free[start:start + count] = False
-        self.head[start:start + count] = np.arange(start, start + count)
-        self.flags[start:start + count] = FL_RESERVED
-        self.refcount[start:start + count] = 1
+        pfns = np.arange(start, start + count)
+        self.free[pfns] = False
+        self.slot[pfns] = self._alloc_slots(count, pfns)
+        self.flags[pfns] = FL_RESERVED
+        self.refcount[pfns] = 1
 
     def _alloc_fixed(self, order):
         heads = self.alloc(order, 1)
@@ -96,36 +233,34 @@ class PhysMem:
     def alloc(self, order, count):
         """Allocates `count` folios of `order` at the lowest free naturally
         aligned blocks; returns their head PFNs (ascending).  State fields
-        start as prep_compound_head() leaves them: unmapped, free slots."""
+        start as prep_compound_head() leaves them: unmapped, free slots.
+        The search starts at the lowest frame that may be free."""
         if count <= 0:
             return np.zeros(0, dtype=np.int64)
         nr = 1 << order
         usable = self.nr_frames - self.nr_frames % nr
-        blocks = self.free[:usable].reshape(-1, nr).all(axis=1)
-        idx = np.flatnonzero(blocks)
+        start = self._low // nr * nr
+        window = max(2 * count * nr, 1 << 16)
+        while True:
+            end = min(usable, start + window // nr * nr)
+            blocks = self.free[start:end].reshape(-1, nr).all(axis=1)
+            idx = np.flatnonzero(blocks)
+            if len(idx) >= count or end >= usable:
+                break
+            window *= 4
         if len(idx) < count:
             raise OutOfMemory('out of memory: %d folios of order %d wanted, %d free'
                               % (count, order, len(idx)))
-        heads = idx[:count].astype(np.int64) * nr
-        pfns = (heads[:, None] + np.arange(nr)).ravel()
-        self.free[pfns] = False
-        self.head[pfns] = np.repeat(heads, nr)
-        self.page_mapcount[pfns] = 0
-        self.anon_exclusive[pfns] = False
-        self.order[heads] = order
-        self.refcount[heads] = 0
-        self.large_mapcount[heads] = 0
-        self.entire_mapcount[heads] = 0
-        self.nr_pages_mapped[heads] = 0
-        self.total_mapped_pages[heads] = 0
-        self.mm_id[heads] = 0
-        self.mm_id_mapcount[heads] = 0
-        self.maybe_shared[heads] = False
-        self.pincount[heads] = 0
-        self.flags[heads] = 0
-        self.memcg[heads] = 0
-        self.mapping[heads] = -1
-        self.index[heads] = 0
+        heads = start + idx[:count].astype(np.int64) * nr
+        rows = heads >> order
+        self._blocks(self.free, order)[rows] = False
+        slots = self._alloc_slots(count, heads)
+        self._blocks(self.slot, order)[rows] = slots[:, None]
+        self._blocks(self.page_mapcount, order)[rows] = 0
+        self._blocks(self.anon_exclusive, order)[rows] = False
+        self._f_order[slots] = order
+        nz = np.flatnonzero(self.free[self._low:end])
+        self._low += int(nz[0]) if len(nz) else end - self._low
         return heads
 
     def free_folios(self, heads):
@@ -133,15 +268,21 @@ class PhysMem:
         if len(heads) == 0:
             return
         orders = self.order[heads].astype(np.int64)
-        for o in np.unique(orders):
+        for o in sorted_unique(orders):
+            o = int(o)
             hs = heads[orders == o]
-            pfns = (hs[:, None] + np.arange(1 << int(o))).ravel()
-            self.free[pfns] = True
-            self.head[pfns] = -1
-            self.page_mapcount[pfns] = 0
-            self.anon_exclusive[pfns] = False
-            self.flags[hs] = 0
-            self.mapping[hs] = -1
+            rows = hs >> o
+            self._blocks(self.free, o)[rows] = True
+            self._low = min(self._low, int(hs.min()))
+            self._release_slots(self.slot[hs])
+            self._blocks(self.slot, o)[rows] = 0
+            self._blocks(self.page_mapcount, o)[rows] = 0
+            self._blocks(self.anon_exclusive, o)[rows] = False
+
+    def _blocks(self, arr, order):
+        """A per-frame array seen as rows of naturally aligned 2^order frames."""
+        nr = 1 << order
+        return arr[:self.nr_frames - self.nr_frames % nr].reshape(-1, nr)
 
     # --- folio helpers ---------------------------------------------------------
     def folio_nr_pages(self, heads):
@@ -149,16 +290,36 @@ class PhysMem:
 
     def folio_put(self, heads, refs):
         """Drops references; frees folios that reach zero (folio_put)."""
-        np.subtract.at(self.refcount, heads, refs)
-        uniq = np.unique(heads)
+        uniq = self._sub_refs(heads, refs)
         dead = uniq[self.refcount[uniq] <= 0]
         if len(dead):
             self.refcount[dead] = 0
             self.free_folios(dead)
         return dead
 
+    def _sub_refs(self, heads, refs):
+        """refcount[heads] -= refs, a head may repeat; returns the unique heads."""
+        heads = np.asarray(heads, dtype=np.int64)
+        if np.ndim(refs) == 0:
+            uniq, counts = sorted_groups(heads)
+            self.refcount[uniq] -= counts * int(refs)
+            return uniq
+        np.subtract.at(self.refcount, heads, refs)
+        return sorted_unique(heads)
+
     def folio_get(self, heads, refs):
+        heads = np.asarray(heads, dtype=np.int64)
+        if np.ndim(refs) == 0:
+            uniq, counts = sorted_groups(heads)
+            self.refcount[uniq] += counts * int(refs)
+            return
         np.add.at(self.refcount, heads, refs)
+
+    def clear_anon_exclusive_pmd(self, heads):
+        """ClearPageAnonExclusive() on every page of PMD-sized folios."""
+        heads = np.asarray(heads, dtype=np.int64)
+        usable = self.nr_frames - self.nr_frames % HPAGE_PMD_NR
+        self.anon_exclusive[:usable].reshape(-1, HPAGE_PMD_NR)[heads >> HPAGE_PMD_ORDER] = False
 
     def nr_free_frames(self):
         return int(np.count_nonzero(self.free))

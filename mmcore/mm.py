@@ -1,13 +1,15 @@
 """Address spaces: mm_struct, VMAs and their page tables, MM IDs.
 
-A VMA keeps its page table as two arrays over its pages: the PFN each
-entry maps (-1: none) and the entry's bits.  A PMD leaf is stored as 512
-entries that carry PTE_PMD and consecutive PFNs of one folio; it always
-covers a whole naturally aligned 2 MiB block of the VMA.
+The page tables belong to the mm (pagetable.PageTable: per 2 MiB block
+nothing, a PMD leaf or a PTE table); a VMA reads and writes the entries of
+its own pages through the helpers below, indexed by page within the VMA.
+A PMD leaf always covers a whole naturally aligned 2 MiB block of a VMA;
+read as pages it shows 512 entries carrying PTE_PMD and consecutive PFNs.
 """
 import numpy as np
 
 from .memory import PAGE_SHIFT, PAGE_SIZE, HPAGE_PMD_NR
+from .pagetable import PageTable, PTE_SHIFT
 
 # page-table entry bits
 PTE_PRESENT = 1
@@ -50,10 +52,11 @@ VM_MERGEABLE = 1 << 31
 
 PROT_FLAGS = {'rw': VM_READ | VM_WRITE, 'r': VM_READ, 'none': 0}
 
-# top of the mmap area (placements go down from there) and its extent,
-# and TASK_SIZE, per word size
-LAYOUT = {64: (0x7f0000000000, 1 << 44, (1 << 47) - PAGE_SIZE),
-          32: (0xb7f00000, 0x70000000, 0xc0000000)}
+# top of the mmap area (placements go down from there) and its extent
+# (top-down down to mmap_min_addr, 64K), and TASK_SIZE, per word size
+MMAP_MIN_ADDR = 0x10000
+LAYOUT = {64: (0x7f0000000000, 0x7f0000000000 - MMAP_MIN_ADDR, (1 << 47) - PAGE_SIZE),
+          32: (0xb7f00000, 0xb7f00000 - MMAP_MIN_ADDR, 0xc0000000)}
 HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE
 
 
@@ -70,9 +73,7 @@ class VMA:
         self.pgoff = pgoff            # file offset of start, in pages
         self.anon_vma = False         # has (had) anonymous pages: fork copies it
         self.range_start = start      # where the named range began (offsets refer to it)
-        n = (end - start) >> PAGE_SHIFT
-        self.pfn = np.full(n, -1, dtype=np.int64)
-        self.bits = np.zeros(n, dtype=np.uint8)
+        self.pt = PageTable()         # the mm's page tables once inserted
 
     @property
     def nr_pages(self):
@@ -95,17 +96,120 @@ class VMA:
     def page_index(self, addr):
         return (addr - self.start) >> PAGE_SHIFT
 
+    # --- page-table entries of this VMA's pages (index = page in the VMA) -------
+    @property
+    def vpn0(self):
+        return self.start >> PAGE_SHIFT
+
+    def _hi(self, hi):
+        return self.nr_pages if hi is None else hi
+
+    def ptes(self, lo=0, hi=None):
+        """(pfn, bits) of pages [lo, hi), PMD leaves shown page by page."""
+        return self.pt.get(self.vpn0 + lo, self.vpn0 + self._hi(hi))
+
+    def ptes_at(self, idx):
+        return self.pt.get_at(self.vpn0 + np.asarray(idx, dtype=np.int64))
+
+    def entry(self, i):
+        """(pfn, bits) of page i."""
+        p, b = self.pt.get_at(np.array([self.vpn0 + i]))
+        return int(p[0]), int(b[0])
+
+    @property
+    def pfn(self):
+        """PFN of every page of the VMA (-1: none); read-only, O(VMA size)."""
+        p = self.ptes()[0]
+        p.flags.writeable = False
+        return p
+
+    @property
+    def bits(self):
+        b = self.ptes()[1]
+        b.flags.writeable = False
+        return b
+
+    def set_ptes(self, idx, pfn, bits):
+        """Writes PTEs of pages idx (not inside a PMD leaf)."""
+        self.pt.set_at(self.vpn0 + np.asarray(idx, dtype=np.int64), pfn, bits)
+
+    def clear_ptes(self, lo=0, hi=None):
+        """pte_clear() of every PTE of pages [lo, hi) (PMD leaves stay)."""
+        self.pt.clear_range(self.vpn0 + lo, self.vpn0 + self._hi(hi))
+
+    def or_bits(self, idx, mask):
+        """Sets bits in the entries mapping pages idx (a PMD leaf is one entry)."""
+        self.pt.or_bits_at(self.vpn0 + np.asarray(idx, dtype=np.int64), mask)
+
+    def and_bits(self, idx, mask):
+        self.pt.and_bits_at(self.vpn0 + np.asarray(idx, dtype=np.int64), mask)
+
+    def present_ptes(self, lo=0, hi=None):
+        """(indices, pfn, bits) of the present PTEs (not PMD leaves) of
+        pages [lo, hi), in address order."""
+        v, p, b = self.pt.present_ptes(self.vpn0 + lo, self.vpn0 + self._hi(hi))
+        return v - self.vpn0, p, b
+
+    def pmd_leaves(self, lo=0, hi=None):
+        """(first page index, first PFN, bits) of the PMD leaves meeting
+        pages [lo, hi)."""
+        hi = self._hi(hi)
+        if hi <= lo:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z.copy(), np.zeros(0, dtype=np.uint8)
+        k, p, b = self.pt.leaves(self.vpn0 + lo, self.vpn0 + hi)
+        return (k << PTE_SHIFT) - self.vpn0, p, b
+
+    def populated_runs(self):
+        """[(first page, pages)] of the runs of 2M blocks of this VMA that
+        have a PMD leaf or a PTE table (nothing is mapped elsewhere)."""
+        a, b = self.pt._span(self.vpn0, self.end >> PAGE_SHIFT)
+        out = []
+        for key in self.pt.keys[a:b].tolist():
+            lo = max(key << PTE_SHIFT, self.vpn0) - self.vpn0
+            hi = min((key + 1) << PTE_SHIFT, self.end >> PAGE_SHIFT) - self.vpn0
+            if out and out[-1][0] + out[-1][1] == lo:
+                out[-1] = (out[-1][0], hi - out[-1][0])
+            else:
+                out.append((lo, hi - lo))
+        return out
+
+    def mapped_pfns(self):
+        """PFN of every present page, in address order (PMD leaves page by page)."""
+        idx, pfn, _ = self.present_ptes()
+        lidx, lpfn, _ = self.pmd_leaves()
+        if len(lidx) == 0:
+            return pfn
+        sl = np.arange(HPAGE_PMD_NR)
+        idx = np.concatenate([idx, (lidx[:, None] + sl).ravel()])
+        pfn = np.concatenate([pfn, (lpfn[:, None] + sl).ravel()])
+        return pfn[np.argsort(idx, kind='stable')]
+
+    def pmd_key(self, idx):
+        return (self.vpn0 + np.asarray(idx, dtype=np.int64)) >> PTE_SHIFT
+
+    def set_pmd_leaves(self, idx, pfn0, bits):
+        self.pt.set_leaves(self.pmd_key(idx), pfn0, bits)
+
+    def set_pmd_bits(self, idx, bits):
+        self.pt.set_leaf_bits(self.pmd_key(idx), bits)
+
+    def clear_pmd_leaves(self, idx):
+        self.pt.clear_leaves(self.pmd_key(idx))
+
+    def pmd_none(self, idx):
+        """Per 2M block starting at page idx: no PMD leaf and no PTE table."""
+        return ~self.pt.has_entry(self.pmd_key(idx))
+
     def split(self, addr):
-        """Splits at addr (page aligned, inside); returns the upper part."""
+        """Splits at addr (page aligned, inside); returns the upper part,
+        which shares the mm's page tables."""
         i = self.page_index(addr)
         hi = VMA(addr, self.end, self.flags, self.kind, self.name, self.obj,
                  self.pgoff + i if self.obj is not None else 0)
         hi.anon_vma = self.anon_vma
         hi.range_start = self.range_start
-        hi.pfn = self.pfn[i:].copy()
-        hi.bits = self.bits[i:].copy()
-        self.pfn = self.pfn[:i].copy()
-        self.bits = self.bits[:i].copy()
+        hi.pt = self.pt
         self.end = addr
         return hi
 
@@ -119,8 +223,6 @@ class VMA:
         return self.obj is None or self.pgoff + self.nr_pages == other.pgoff
 
     def merge(self, other):
-        self.pfn = np.concatenate([self.pfn, other.pfn])
-        self.bits = np.concatenate([self.bits, other.bits])
         self.end = other.end
         self.anon_vma = self.anon_vma or other.anon_vma
 
@@ -161,7 +263,12 @@ class MM:
         self.hiwater_rss = 0
         self.hiwater_vm = 0
         self.has_pinned = False      # MMF_HAS_PINNED
-        self.pte_tables = set()      # 2M blocks (addr >> 21) with a PTE table
+        self.pt = PageTable()
+
+    @property
+    def pte_tables(self):
+        """2M blocks (addr >> 21) with a PTE table."""
+        return set(int(x) for x in self.pt.table_keys())
 
     # --- VMAs -----------------------------------------------------------------------
     def find_vma(self, addr):
@@ -174,6 +281,7 @@ class MM:
         return [v for v in self.vmas if v.start < end and v.end > start]
 
     def insert_vma(self, vma):
+        vma.pt = self.pt
         self.vmas.append(vma)
         self.vmas.sort(key=lambda v: v.start)
         self.update_hiwater_vm()

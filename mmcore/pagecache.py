@@ -10,10 +10,83 @@ import numpy as np
 from .mm import VM_HUGEPAGE, VM_NOHUGEPAGE
 
 from .memory import (FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE, HPAGE_PMD_ORDER,
-                     PAGE_SHIFT)
+                     PAGE_SHIFT, sorted_unique)
 
 SHMEM_DEV = (0, 1)          # the tmpfs superblock's anonymous device
 FIRST_INODE = 1000
+
+
+class PageCacheIndex:
+    """The address_space's xarray: the PFN cached at each file index (-1:
+    none), stored in blocks of 512 indices allocated on first store, so an
+    object costs what is cached, not its size.  Indexed like an array by
+    an int, a slice or an index array."""
+
+    BLOCK_SHIFT = 9
+    BLOCK = 1 << BLOCK_SHIFT
+
+    def __init__(self, nr_pages):
+        self.nr_pages = nr_pages
+        self.blocks = {}
+
+    def __len__(self):
+        return self.nr_pages
+
+    def _indices(self, key):
+        if isinstance(key, slice):
+            return np.arange(*key.indices(self.nr_pages), dtype=np.int64)
+        return np.asarray(key, dtype=np.int64)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            blk = self.blocks.get(int(key) >> self.BLOCK_SHIFT)
+            return np.int64(-1) if blk is None else blk[int(key) & (self.BLOCK - 1)]
+        idx = self._indices(key)
+        out = np.full(idx.shape, -1, dtype=np.int64)
+        if len(self.blocks) == 0 or idx.size == 0:
+            return out
+        b = idx >> self.BLOCK_SHIFT
+        for key in sorted_unique(b.ravel()):
+            blk = self.blocks.get(int(key))
+            if blk is not None:
+                m = b == key
+                out[m] = blk[idx[m] & (self.BLOCK - 1)]
+        return out
+
+    def __setitem__(self, key, values):
+        idx = self._indices(key).ravel()
+        values = np.broadcast_to(np.asarray(values, dtype=np.int64), idx.shape)
+        b = idx >> self.BLOCK_SHIFT
+        for key in sorted_unique(b):
+            m = b == key
+            blk = self.blocks.get(int(key))
+            if blk is None:
+                if not (values[m] >= 0).any():
+                    continue
+                blk = self.blocks[int(key)] = np.full(self.BLOCK, -1, dtype=np.int64)
+            blk[idx[m] & (self.BLOCK - 1)] = values[m]
+
+    def cached(self):
+        """(indices, PFNs) of every cached page, in index order."""
+        idx, pfn = [], []
+        for key in sorted(self.blocks):
+            blk = self.blocks[key]
+            i = np.flatnonzero(blk >= 0)
+            idx.append((key << self.BLOCK_SHIFT) + i)
+            pfn.append(blk[i])
+        if not idx:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(idx), np.concatenate(pfn)
+
+    def any_cached(self):
+        return any((blk >= 0).any() for blk in self.blocks.values())
+
+    def clear(self):
+        self.blocks = {}
+
+    def tobytes(self):
+        """The dense index as bytes (O(size): for tests)."""
+        return self[:].tobytes()
 
 
 class FileObject:
@@ -29,7 +102,7 @@ class FileObject:
         self.inode = inode
         self.dev = SHMEM_DEV
         # a partial last page is still a page of the file (its tail reads as zeros)
-        self.pages = np.full(-(-size >> PAGE_SHIFT), -1, dtype=np.int64)
+        self.pages = PageCacheIndex(-(-size >> PAGE_SHIFT))
 
     @property
     def nr_pages(self):
@@ -91,11 +164,11 @@ def filemap_get_folio(k, obj, index, order, memcg):
 def truncate_object(k, obj):
     """Drops the page cache of an object nobody maps or opens any more
     (shmem_evict_inode for shared-anon objects)."""
-    pfns = obj.pages[obj.pages >= 0]
+    pfns = obj.pages.cached()[1]
     if len(pfns) == 0:
         return
-    heads = np.unique(k.mem.head[pfns])
+    heads = sorted_unique(k.mem.head[pfns])
     k.mem.flags[heads] &= ~np.uint32(FL_PAGECACHE)
     k.mem.mapping[heads] = -1
     k.mem.folio_put(heads, k.mem.folio_nr_pages(heads))
-    obj.pages[:] = -1
+    obj.pages.clear()

@@ -13,25 +13,18 @@ def pmd_start(vma, i):
 
 def pmd_leaves_in(vma, lo, hi):
     """First VMA page index of every PMD leaf that intersects [lo, hi)."""
-    if hi <= lo:
-        return []
-    idx = np.flatnonzero(vma.bits[lo:hi] & PTE_PMD) + lo
-    if len(idx) == 0:
-        return []
-    return sorted({pmd_start(vma, int(i)) for i in idx[::1]})
+    return [int(b) for b in vma.pmd_leaves(lo, hi)[0]]
 
 
 def map_file_pmd(k, proc, vma, first, head, write, pfn0=None):
     """do_set_pmd(): a PMD-sized page-cache folio mapped by one PMD (or the
     PMD-sized part from pfn0 of a larger folio)."""
-    sl = slice(first, first + HPAGE_PMD_NR)
-    vma.pfn[sl] = (head if pfn0 is None else pfn0) + np.arange(HPAGE_PMD_NR)
     bits = PTE_PRESENT | PTE_YOUNG | PTE_PMD
     if write or (vma.is_shared and vma.flags & 2):
         bits |= PTE_WRITE
     if write:
         bits |= PTE_DIRTY
-    vma.bits[sl] = bits
+    vma.set_pmd_leaves(np.array([first]), head if pfn0 is None else pfn0, bits)
     k.rmap.add_pmd(proc.mm.mm_id, np.array([head]))
     k.mem.folio_get(np.array([head]), 1)
     proc.mm.add_rss('shmem', HPAGE_PMD_NR)
@@ -45,21 +38,19 @@ def split_pmd(k, mm, vma, b):
     or shmem PMD is simply unmapped (refaulted later by PTEs); the huge
     zero page is replaced by 512 entries of the small zero page."""
     mem = k.mem
-    sl = slice(b, b + HPAGE_PMD_NR)
-    pfn0 = int(vma.pfn[b])
-    bits = int(vma.bits[b])
+    pfn0, bits = vma.entry(b)
     head = int(mem.head[pfn0])
-    mm.pte_tables.add((vma.start + (b << PAGE_SHIFT)) >> 21)
     k.count_event('thp_split_pmd')
+    blk = np.arange(b, b + HPAGE_PMD_NR)
     if head == mem.huge_zero_pfn:
-        vma.pfn[sl] = mem.zero_pfn
-        vma.bits[sl] = PTE_PRESENT | (bits & PTE_YOUNG)
+        vma.clear_pmd_leaves([b])
+        vma.set_ptes(blk, mem.zero_pfn, PTE_PRESENT | (bits & PTE_YOUNG))
         return
     if bits & PTE_DIRTY:
         mem.flags[head] |= FL_DIRTY
     if mem.flags[head] & FL_ANON:
-        pfns = vma.pfn[sl].copy()
-        vma.bits[sl] = bits & ~PTE_PMD & 0xff
+        pfns = pfn0 + np.arange(HPAGE_PMD_NR)
+        vma.pt.leaves_to_tables(vma.pmd_key([b]))
         if mem.anon_exclusive[head]:
             # folio_add_anon_rmap_ptes(..., RMAP_EXCLUSIVE): every subpage
             mem.anon_exclusive[pfns] = True
@@ -69,8 +60,8 @@ def split_pmd(k, mm, vma, b):
         return
     if bits & PTE_YOUNG:
         mem.flags[head] |= FL_REFERENCED
-    vma.pfn[sl] = -1
-    vma.bits[sl] = 0
+    vma.clear_pmd_leaves([b])
+    vma.pt.alloc_tables(vma.pmd_key([b]))
     k.rmap.remove_pmd(mm.mm_id, np.array([head]))
     mem.folio_put(np.array([head]), 1)
     mm.add_rss('shmem', -HPAGE_PMD_NR)

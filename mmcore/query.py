@@ -14,7 +14,7 @@ import numpy as np
 
 from .memory import (FL_ACTIVE, FL_ANON, FL_DEFERRED, FL_DIRTY, FL_KSM, FL_LRU, FL_MLOCKED,
                      FL_PAGECACHE, FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_RESERVED, FL_SWAPBACKED, FL_UNEVICTABLE, FL_UPTODATE,
-                     FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
+                     FL_ZERO, HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, sorted_unique)
 from .mm import PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_SOFT_DIRTY, PTE_WRITE, PTE_YOUNG, VM_WRITE, \
     VM_GROWSDOWN
 from . import pmd as pmdops
@@ -34,7 +34,9 @@ PAGE_TYPE_BUDDY = -0x10000000
 
 @dataclass
 class PageView:
-    """Arrays over the pages of one VMA (index = page within the VMA)."""
+    """Arrays over the pages of one VMA (index = page within the VMA), or
+    over its present entries only (`idx`: page of each element, `nr`: pages
+    it stands for, 512 for a PMD leaf kept whole)."""
     present: np.ndarray
     pfn: np.ndarray            # -1 where not present
     pmd: np.ndarray            # mapped through a PMD leaf
@@ -59,26 +61,68 @@ class PageView:
     pm_exclusive: np.ndarray   # pagemap bit 56
     pm_file: np.ndarray        # pagemap bit 61
     numa_mapcount: np.ndarray  # numa_maps gather_stats() count
+    idx: np.ndarray = None
+    nr: np.ndarray = None
 
 
-def vma_pages(k, vma):
+def _present_entries(k, vma, lo, hi, whole_leaves):
+    """(idx, pfn, bits, nr) of the present entries of pages [lo, hi) in
+    address order.  A PMD leaf is one element (nr 512) when whole_leaves
+    and every answer is the same for all its pages and sums over them
+    (refcount 1, or a per-folio mapcount and per-page PSS in this config);
+    else its pages one by one."""
+    mem = k.mem
+    pidx, ppfn, pbits = vma.present_ptes(lo, hi)
+    lidx, lpfn, lbits = vma.pmd_leaves(lo, hi)
+    one = np.ones(len(pidx), dtype=np.int64)
+    if len(lidx) == 0:
+        return pidx, ppfn, pbits, one
+    whole = np.zeros(len(lidx), dtype=bool)
+    if whole_leaves:
+        heads = mem.head[lpfn]
+        whole = (lidx >= lo) & (lidx + HPAGE_PMD_NR <= hi) & \
+            ((mem.refcount[heads] == 1) | (heads == mem.huge_zero_pfn) |
+             (not k.policy.keeps_page_mapcount and not k.policy.smaps_pss_per_entry))
+    sl = np.arange(HPAGE_PMD_NR)
+    eidx = (lidx[~whole][:, None] + sl).ravel()
+    epfn = (lpfn[~whole][:, None] + sl).ravel()
+    ebits = np.repeat(lbits[~whole], HPAGE_PMD_NR)
+    inside = (eidx >= lo) & (eidx < hi)
+    idx = np.concatenate([pidx, eidx[inside], lidx[whole]])
+    pfn = np.concatenate([ppfn, epfn[inside], lpfn[whole]])
+    bits = np.concatenate([pbits, ebits[inside], lbits[whole]])
+    nr = np.concatenate([one, np.ones(int(inside.sum()), dtype=np.int64),
+                         np.full(int(whole.sum()), HPAGE_PMD_NR, dtype=np.int64)])
+    order = np.argsort(idx, kind='stable')
+    return idx[order], pfn[order], bits[order], nr[order]
+
+
+def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False, smaps_only=False):
+    """The PageView of VMA pages [lo, hi) (index 0 is page lo); with
+    present_only, of the present entries only (see _present_entries), at a
+    cost proportional to them.  smaps_only leaves out what only pagemap
+    and numa_maps read (pm_exclusive, pm_file, numa_mapcount: None)."""
     mem = k.mem
     pol = k.policy
-    n = vma.nr_pages
-    pfn = vma.pfn.copy()
-    bits = vma.bits
+    hi = vma.nr_pages if hi is None else hi
+    if present_only or whole_leaves:
+        idx, pfn, bits, nr = _present_entries(k, vma, lo, hi, whole_leaves)
+    else:
+        pfn, bits = vma.ptes(lo, hi)
+        idx, nr = None, None
+    n = len(pfn)
     present = pfn >= 0
     pmd = (bits & PTE_PMD) != 0
     head = np.full(n, -1, dtype=np.int64)
-    head[present] = mem.head[pfn[present]]
     hflags = np.zeros(n, dtype=np.uint32)
-    hflags[present] = mem.flags[head[present]]
+    folio_pages = np.zeros(n, dtype=np.int64)
+    refcount = np.zeros(n, dtype=np.int64)
+    head[present], hflags[present], order, refcount[present] = mem.folio_fields(
+        pfn[present], 'head', 'flags', 'order', 'refcount')
+    folio_pages[present] = np.left_shift(1, order.astype(np.int64))
     zero = present & ((hflags & FL_ZERO) != 0)
     normal = present & ~zero
-    folio_pages = np.zeros(n, dtype=np.int64)
-    folio_pages[present] = mem.folio_nr_pages(head[present])
-    refcount_one = np.zeros(n, dtype=bool)
-    refcount_one[normal] = mem.refcount[head[normal]] == 1
+    refcount_one = normal & (refcount == 1)
     mapcount = np.zeros(n, dtype=np.int64)
     private = np.zeros(n, dtype=bool)
     if normal.any():
@@ -86,16 +130,18 @@ def vma_pages(k, vma):
     # pagemap and numa_maps look at the PMD's first page for every entry of
     # a PMD leaf (semantics.md 12.1); the huge zero page counts as a page
     # there (pmd_page), the small zero page does not (vm_normal_page)
-    first = pfn.copy()
-    for b in pmdops.pmd_leaves_in(vma, 0, n):
-        first[b:b + HPAGE_PMD_NR] = pfn[b]
-    pm_page = present & (normal | pmd)
-    pm_exclusive = np.zeros(n, dtype=bool)
-    pm_exclusive[pm_page] = pol.pagemap_exclusive(mem, first[pm_page])
-    pm_file = pm_page & ((hflags & FL_ANON) == 0)
-    numa_mapcount = np.zeros(n, dtype=np.int64)
-    if normal.any():
-        numa_mapcount[normal] = pol.numa_mapcount(mem, first[normal])
+    pm_exclusive = pm_file = numa_mapcount = None
+    if not smaps_only:
+        first = pfn.copy()
+        slot = (vma.vpn0 + (lo + np.arange(n) if idx is None else idx)) & (HPAGE_PMD_NR - 1)
+        first[pmd] -= slot[pmd]
+        pm_page = present & (normal | pmd)
+        pm_exclusive = np.zeros(n, dtype=bool)
+        pm_exclusive[pm_page] = pol.pagemap_exclusive(mem, first[pm_page])
+        pm_file = pm_page & ((hflags & FL_ANON) == 0)
+        numa_mapcount = np.zeros(n, dtype=np.int64)
+        if normal.any():
+            numa_mapcount[normal] = pol.numa_mapcount(mem, first[normal])
     return PageView(
         present=present, pfn=pfn, pmd=pmd & present,
         writable=(bits & PTE_WRITE) != 0, pte_dirty=(bits & PTE_DIRTY) != 0,
@@ -110,7 +156,41 @@ def vma_pages(k, vma):
         unevictable=normal & ((hflags & FL_UNEVICTABLE) != 0),
         refcount_one=refcount_one, head=head, folio_pages=folio_pages,
         mapcount=mapcount, private=private, pm_exclusive=pm_exclusive, pm_file=pm_file,
-        numa_mapcount=numa_mapcount)
+        numa_mapcount=numa_mapcount, idx=idx, nr=nr)
+
+
+def vma_pagemap(k, vma, lo, hi):
+    """What pagemap shows for VMA pages [lo, hi): (present, pfn,
+    exclusive, file, soft_dirty) per page, the same as vma_pages() but at
+    the cost of the entries: a PMD leaf is decided once, from its first
+    page (semantics.md 12.1), and spread over its pages."""
+    mem = k.mem
+    pol = k.policy
+    pfn, bits = vma.ptes(lo, hi)
+    n = len(pfn)
+    present = pfn >= 0
+    pmd = (bits & PTE_PMD) != 0
+    excl = np.zeros(n, dtype=bool)
+    file = np.zeros(n, dtype=bool)
+    pte = np.flatnonzero(present & ~pmd)
+    if len(pte):
+        f = mem.flags[mem.head[pfn[pte]]]
+        normal = (f & FL_ZERO) == 0
+        sel = pte[normal]
+        excl[sel] = pol.pagemap_exclusive(mem, pfn[sel])
+        file[sel] = (f[normal] & FL_ANON) == 0
+    lidx, lpfn, _ = vma.pmd_leaves(lo, hi)
+    if len(lidx):
+        lex = pol.pagemap_exclusive(mem, lpfn)
+        lfile = (mem.flags[mem.head[lpfn]] & FL_ANON) == 0
+        a = np.maximum(lidx, lo) - lo
+        b = np.minimum(lidx + HPAGE_PMD_NR, hi) - lo
+        for arr, val in ((excl, lex), (file, lfile)):
+            cover = np.zeros(n + 1, dtype=np.int64)
+            np.add.at(cover, a[val], 1)
+            np.add.at(cover, b[val], -1)
+            arr |= np.cumsum(cover[:n]) > 0
+    return present, pfn, excl, file, (bits & PTE_SOFT_DIRTY) != 0
 
 
 # --- per PFN -----------------------------------------------------------------------------
@@ -301,21 +381,12 @@ def page_table_pages(mm):
     """mm_pgtables_bytes() in pages: the PTE tables, one deposited table per
     anonymous PMD leaf (huge zero page included), and the PMD and PUD
     tables over every 1G and 512G region with a mapping."""
-    pte = set(mm.pte_tables)
-    pmd_regions, pud_regions = set(), set()
-    deposited = 0
-    for v in mm.vmas:
-        present = np.flatnonzero(v.pfn >= 0)
-        if len(present) == 0:
-            continue
-        addrs = v.start + (present << PAGE_SHIFT)
-        pmd_regions.update(int(x) for x in np.unique(addrs >> 30))
-        pud_regions.update(int(x) for x in np.unique(addrs >> 39))
-        if v.is_anon:
-            deposited += len(pmdops.pmd_leaves_in(v, 0, v.nr_pages))
-    pmd_regions.update(b >> 9 for b in pte)
-    pud_regions.update(b >> 18 for b in pte)
-    return len(pte) + deposited + len(pmd_regions) + len(pud_regions)
+    pt = mm.pt
+    deposited = sum(len(v.pmd_leaves()[0]) for v in mm.vmas if v.is_anon)
+    keys = pt.keys          # every block with a PTE table or a PMD leaf
+    pmd_regions = len(sorted_unique(keys >> 9))
+    pud_regions = len(sorted_unique(keys >> 18))
+    return len(pt.table_keys()) + deposited + pmd_regions + pud_regions
 
 
 def true_page_mapcounts(k):
@@ -325,8 +396,9 @@ def true_page_mapcounts(k):
     counts = np.zeros(k.mem.nr_frames, dtype=np.int64)
     for p in k.processes.values():
         for v in p.mm.vmas:
-            pres = v.pfn >= 0
-            np.add.at(counts, v.pfn[pres], 1)
+            np.add.at(counts, v.present_ptes()[1], 1)
+            lpfn = v.pmd_leaves()[1]
+            np.add.at(counts, (lpfn[:, None] + np.arange(HPAGE_PMD_NR)).ravel(), 1)
     return counts
 
 
@@ -377,7 +449,7 @@ def folio_mappers(k, heads):
     heads = np.asarray(heads, dtype=np.int64)
     out = [dict() for _ in range(len(heads))]
     for pid, p in sorted(k.processes.items()):
-        h = np.concatenate([k.mem.head[v.pfn[v.pfn >= 0]] for v in p.mm.vmas] or
+        h = np.concatenate([k.mem.head[v.mapped_pfns()] for v in p.mm.vmas] or
                            [np.zeros(0, dtype=np.int64)])
         if len(h) == 0:
             continue

@@ -15,13 +15,13 @@ from collections import Counter
 import numpy as np
 
 from .memory import (FL_ANON, FL_PARTIALLY_MAPPED, FL_PAGECACHE, FL_SWAPBACKED, HPAGE_PMD_NR,
-                     HPAGE_PMD_ORDER)
+                     HPAGE_PMD_ORDER, sorted_groups)
 
 
 def group_by_folio(mem, pfns):
     """(pfns, sorted unique heads, per-head count) for a batch of pages."""
     pfns = np.asarray(pfns, dtype=np.int64)
-    heads, counts = np.unique(mem.head[pfns], return_counts=True)
+    heads, counts = sorted_groups(mem.head[pfns])
     return pfns, heads, counts
 
 

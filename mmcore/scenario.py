@@ -49,16 +49,18 @@ PID_MAX_LIMIT = 4 * 1024 * 1024         # PID_MAX_LIMIT on 64-bit
 TASK_COMM_LEN = 16
 ID_MAX = (1 << 32) - 2                  # uid_t/gid_t; (uid_t)-1 is no id
 TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE   # x86_64, 4-level page tables
+# user address space per word size: x86-64 4-level TASK_SIZE_MAX, the
+# 3G/1G split of the 32-bit profiles
+TASK_SIZE = {64: TASK_SIZE_MAX, 32: 3 * GiB}
+# the largest machine the emulator models: per-frame state of every frame
+# is kept for each kernel config served side by side
+MAX_MEMORY = 256 * GiB
 # a file's folio_size: up to order 11 (8M), for kernels that map folios
 # larger than a PMD (the 2026 RFC); the 6.18 kernels refuse more than
 # MAX_PAGECACHE_ORDER = HPAGE_PMD_ORDER when they load the scenario
 MAX_PAGECACHE_FOLIO = 4 * PMD_SIZE
-# What the emulator can hold: its frame table and page-cache arrays are
-# dense, so the emulated RAM and file sizes are capped (a clear error
-# instead of a host MemoryError).
-MAX_MEMORY = 16 * GiB
+# file sizes the loader accepts (a clear error instead of a host MemoryError)
 MAX_FILE_SIZE = 64 * GiB
-MAX_MAPPING = 64 * GiB                  # per mmap/mremap: the VMA's page arrays are dense
 MAX_LFS_FILESIZE = (1 << 63) - 1
 MAX_NESTING = 64                        # YAML collections inside each other
 SIZE_SUFFIXES = 'K, M, G or T'
@@ -308,52 +310,83 @@ class Expect(Step):
 
 # --- named-range bookkeeping ------------------------------------------------
 
+def _ext_set(ext, lo, hi, on):
+    """Page extents [(lo, hi)], sorted and disjoint, with [lo, hi) added
+    (on) or removed."""
+    out = []
+    for a, b in ext:
+        if b <= lo or a >= hi:
+            out.append((a, b))
+            continue
+        if a < lo:
+            out.append((a, lo))
+        if b > hi:
+            out.append((hi, b))
+    if on and hi > lo:
+        out.append((lo, hi))
+        out.sort()
+        merged = []
+        for a, b in out:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        out = merged
+    return out
+
+
+def _ext_minus(ext, other):
+    for a, b in other:
+        ext = _ext_set(ext, a, b, False)
+    return ext
+
+
 class NamedRange:
     """The pages of one range created by mmap, tracked by its name: which
-    are still mapped and which are MADV_DONTFORK (bit i = page i)."""
+    are still mapped and which are MADV_DONTFORK, as sorted page extents
+    (cost proportional to the runs, not to the size)."""
 
     __slots__ = ('name', 'kind', 'file', 'file_offset', 'size', 'mapped', 'dontfork')
 
     def __init__(self, name, size, kind='anon', file=None, file_offset=0):
         self.name, self.kind, self.file, self.file_offset = name, kind, file, file_offset
         self.size = size
-        self.mapped = (1 << size // PAGE_SIZE) - 1
-        self.dontfork = 0
+        self.mapped = [(0, size // PAGE_SIZE)] if size >= PAGE_SIZE else []
+        self.dontfork = []
 
     def __repr__(self):
         return 'NamedRange(%r, size=%d, mapped=%r)' % (self.name, self.size,
                                                        self.mapped_extents())
 
     @staticmethod
-    def _mask(offset, length):
-        return ((1 << length // PAGE_SIZE) - 1) << offset // PAGE_SIZE
+    def _pages(offset, length):
+        return offset // PAGE_SIZE, (offset + length) // PAGE_SIZE
 
     def unmap(self, offset, length):
-        self.mapped &= ~self._mask(offset, length)
+        self.mapped = _ext_set(self.mapped, *self._pages(offset, length), False)
 
     def set_dontfork(self, offset, length, on):
-        m = self._mask(offset, length)
-        self.dontfork = self.dontfork | m if on else self.dontfork & ~m
+        self.dontfork = _ext_set(self.dontfork, *self._pages(offset, length), on)
 
     def resize(self, new_size):
         """mremap: a grown range gets new mapped pages carrying the flags of
         its VMA (vma_expand() keeps vm_flags; mremap only ever resizes a
         range lying within one VMA)."""
         old_pages, new_pages = self.size // PAGE_SIZE, new_size // PAGE_SIZE
-        keep = (1 << new_pages) - 1
-        self.mapped &= keep
-        self.dontfork &= keep
+        end = max(old_pages, new_pages)
+        self.mapped = _ext_set(self.mapped, new_pages, end, False)
+        first_dontfork = bool(self.dontfork) and self.dontfork[0][0] == 0
+        self.dontfork = _ext_set(self.dontfork, new_pages, end, False)
         if new_pages > old_pages:
-            grown = keep & ~((1 << old_pages) - 1)
-            self.mapped |= grown
-            if self.dontfork & 1:
-                self.dontfork |= grown
+            self.mapped = _ext_set(self.mapped, old_pages, new_pages, True)
+            if first_dontfork:
+                self.dontfork = _ext_set(self.dontfork, old_pages, new_pages, True)
         self.size = new_size
 
     def fork_copy(self):
         """The child's view after fork (dup_mmap() skips VM_DONTCOPY VMAs),
         or None when nothing of the range is copied."""
-        mapped = self.mapped & ~self.dontfork
+        mapped = _ext_minus(self.mapped, self.dontfork)
         if not mapped:
             return None
         child = NamedRange(self.name, self.size, self.kind, self.file, self.file_offset)
@@ -364,20 +397,11 @@ class NamedRange:
         """Offset of the first mapped page, None if nothing is mapped."""
         if not self.mapped:
             return None
-        return ((self.mapped & -self.mapped).bit_length() - 1) * PAGE_SIZE
+        return self.mapped[0][0] * PAGE_SIZE
 
     def mapped_extents(self):
         """[(offset, length)] of the runs of mapped pages."""
-        out, m, page = [], self.mapped, 0
-        while m:
-            skip = (m & -m).bit_length() - 1
-            m >>= skip
-            page += skip
-            run = (~m & (m + 1)).bit_length() - 1
-            out.append((page * PAGE_SIZE, run * PAGE_SIZE))
-            m >>= run
-            page += run
-        return out
+        return [(a * PAGE_SIZE, (b - a) * PAGE_SIZE) for a, b in self.mapped]
 
 
 class _Proc:
@@ -615,6 +639,30 @@ RANGE_STEPS = {'read': Read, 'write': Write, 'munmap': Munmap, 'pin': Pin,
                'unpin': Unpin, 'mprotect': Mprotect, 'madvise': Madvise}
 
 
+def size_limit_error(what, value, bits=64, memory=None, total=None):
+    """Why `value` bytes do not fit the emulated architecture, or None.
+    what: 'memory' (kernel.memory), 'mapping' (an mmap or mremap size or
+    alignment; `total` is the process's mapped size with it), 'populate'
+    (bytes a write or pin must back with new frames)."""
+    task = TASK_SIZE[bits]
+    whole = -(-task // MiB) * MiB
+    space = size_name(whole) + (' less %s' % size_name(whole - task) if whole != task else '')
+    if what == 'memory' and value > MAX_MEMORY:
+        return 'kernel: memory: %s is more than the emulator holds (at most %s)' % (
+            size_name(value), size_name(MAX_MEMORY))
+    if what == 'mapping':
+        if value > task:
+            return '%s is larger than the user address space of a %d-bit task (%s)' % (
+                size_name(value), bits, space)
+        if total is not None and total > task:
+            return 'the process would map %s, more than its %d-bit user address space (%s)' % (
+                size_name(total), bits, space)
+    if what == 'populate' and memory is not None and value > memory:
+        return 'populating %s needs more frames than the machine has (kernel.memory %s)' % (
+            size_name(value), size_name(memory))
+    return None
+
+
 class _Parser:
     def __init__(self, path):
         self.path = path
@@ -729,10 +777,6 @@ class _Parser:
             self.fail(self.key_line(m, key), '%s: %s: %s is larger than the user address '
                       'space (128T on x86_64): mmap(2) fails with ENOMEM'
                       % (where, key, size_name(v)))
-        if v > MAX_MAPPING:
-            self.fail(self.key_line(m, key), '%s: %s: %s is more than the emulator holds in '
-                      'one mapping (at most %s)' % (where, key, size_name(v),
-                                                    size_name(MAX_MAPPING)))
         return v
 
     def address(self, m, key, where, size):
@@ -764,6 +808,7 @@ class _Parser:
         if doc.get('description') is not None:
             description = self.str_(doc, 'description', 'top level')
         memory, thp, hints = self.parse_kernel(doc)
+        self.memory, self.bits = memory, hints.get('bits', 64)
         files = self.parse_files(doc)
         cgroups = self.parse_cgroups(doc)
         processes = self.parse_processes(doc, cgroups)
@@ -785,9 +830,9 @@ class _Parser:
             if memory < MIN_MEMORY or memory % PMD_SIZE:
                 self.fail(self.key_line(k, 'memory'), 'kernel: memory: %s must be at least '
                           '%s and a multiple of 2M' % (k['memory'], size_name(MIN_MEMORY)))
-            if memory > MAX_MEMORY:
-                self.fail(self.key_line(k, 'memory'), 'kernel: memory: %s is more than the '
-                          'emulator holds (at most %s)' % (k['memory'], size_name(MAX_MEMORY)))
+            why = size_limit_error('memory', memory)
+            if why:
+                self.fail(self.key_line(k, 'memory'), why)
         if 'page_size' in k and self.size(k, 'page_size', 'kernel') != PAGE_SIZE:
             self.fail(self.key_line(k, 'page_size'), 'kernel: page_size: %r is not '
                       'supported (fixed at 4K in format 1)' % (k['page_size'],))
@@ -1006,11 +1051,17 @@ class _Parser:
             new_size = r.size
             if 'new_size' in a:
                 new_size = self.mapping_size(a, 'new_size', where)
+                self.check_mapping(proc, a, 'new_size', where, new_size, vma)
             move_to = None
             if 'move_to' in a:
                 move_to = self.address(a, 'move_to', where, new_size)
             return Mremap(pid, vma, new_size, move_to, **common)
         offset, length = self.range_args(a, r, where)
+        if op in ('write', 'pin'):
+            why = size_limit_error('populate', length, self.bits, self.memory)
+            if why:
+                self.fail(self.key_line(a, 'length') if 'length' in a else line,
+                          '%s: %s' % (where, why))
         extra = {}
         if op == 'mprotect':
             extra['prot'] = self.choice(a, 'prot', PROTS, where)
@@ -1043,6 +1094,7 @@ class _Parser:
             self.fail(self.key_line(a, 'name'), '%s: name %r is already used in pid %d'
                       % (where, name, pid))
         size = self.mapping_size(a, 'size', where)
+        self.check_mapping(proc, a, 'size', where, size, name)
         kind = self.choice(a, 'kind', KINDS, where) if 'kind' in a else 'anon'
         file, file_offset = None, 0
         if kind in FILE_KINDS:
@@ -1078,6 +1130,15 @@ class _Parser:
                 self.fail(self.key_line(a, 'addr'), '%s: addr %#x is not aligned to align %s'
                           % (where, addr, size_name(align)))
         return Mmap(pid, name, size, kind, file, file_offset, prot, align, addr, **common)
+
+    def check_mapping(self, proc, a, key, where, size, name):
+        """An mmap/mremap size of range `name` against the user address
+        space, alone and with what the process's other ranges map."""
+        total = size + sum(n for other, r in proc.ranges.items() if other != name
+                           for _, n in r.mapped_extents())
+        why = size_limit_error('mapping', size, self.bits, total=total)
+        if why:
+            self.fail(self.key_line(a, key), '%s: %s: %s' % (where, key, why))
 
     def parse_snapshot(self, index, line, args, where):
         label, label_line = args, line

@@ -9,7 +9,7 @@ import numpy as np
 
 from .memory import (FL_ACTIVE, FL_ANON, FL_DEFERRED, FL_DIRTY, FL_LRU, FL_PAGECACHE,
                      FL_PARTIALLY_MAPPED, FL_REFERENCED, FL_SWAPBACKED, FL_UPTODATE,
-                     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
+                     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, sorted_unique)
 from .mm import PTE_DIRTY, PTE_PMD
 from . import pmd as pmdops
 
@@ -20,21 +20,33 @@ INHERITED = FL_ANON | FL_SWAPBACKED | FL_DIRTY | FL_LRU | FL_ACTIVE | FL_REFEREN
 def rmap_walk(k, heads):
     """[(proc, vma, vma page indices)] of every entry mapping a page of one
     of the folios `heads`."""
-    heads = np.asarray(heads, dtype=np.int64)
+    heads = sorted_unique(heads)
     out = []
     for pid in sorted(k.processes):
         p = k.processes[pid]
         for v in p.mm.vmas:
-            present = v.pfn >= 0
-            if not present.any():
-                continue
-            idx = np.flatnonzero(present)
-            hit = np.isin(k.mem.head[v.pfn[idx]], heads)
+            idx, pfns, _ = v.present_ptes()
+            lidx, lpfn, _ = v.pmd_leaves()
+            lhit = _member(k.mem.head[lpfn], heads)
+            if lhit.any():
+                idx = np.concatenate([idx, (lidx[lhit][:, None] + np.arange(HPAGE_PMD_NR)).ravel()])
+                pfns = np.concatenate([pfns, (lpfn[lhit][:, None] + np.arange(HPAGE_PMD_NR)).ravel()])
+                order = np.argsort(idx, kind='stable')
+                idx, pfns = idx[order], pfns[order]
+            hit = _member(k.mem.head[pfns], heads)
             if hit.any():
                 out.append((p, v, idx[hit]))
     k.cost['rmap_walks'] += 1
     k.cost['rmap_walk_vmas'] += len(out)
     return out
+
+
+def _member(values, sorted_keys):
+    """np.isin() for a small sorted key set, by binary search."""
+    if len(sorted_keys) == 0 or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[pos] == values
 
 
 def can_split_folio(k, head, mappings):
@@ -57,6 +69,7 @@ def unmap_folio(k, head, mappings):
     rmap = k.rmap
     for p, v, idx in mappings:
         mm_id = p.mm.mm_id
+        pfns = v.ptes_at(idx)[0]
         leaves = set(pmdops.pmd_leaves_in(v, int(idx.min()), int(idx.max()) + 1))
         i = 0
         while i < len(idx):
@@ -65,7 +78,7 @@ def unmap_folio(k, head, mappings):
                 k.count_event('thp_split_pmd')
                 i += HPAGE_PMD_NR
                 continue
-            rmap.remove_ptes(mm_id, v.pfn[idx[i:i + 1]])
+            rmap.remove_ptes(mm_id, pfns[i:i + 1])
             i += 1
 
 
@@ -87,19 +100,19 @@ def split_folio(k, head):
         return False
     nr = 1 << order
     pfns = head + np.arange(nr)
-    if any((v.bits[idx] & PTE_DIRTY).any() for _, v, idx in mappings):
+    if any((v.ptes_at(idx)[1] & PTE_DIRTY).any() for _, v, idx in mappings):
         mem.flags[head] |= FL_DIRTY       # try_to_migrate_one(): a dirty PTE dirties the folio
     unmap_folio(k, head, mappings)
     for p, v, idx in mappings:
-        for b in pmdops.pmd_leaves_in(v, int(idx.min()), int(idx.max()) + 1):
-            v.bits[b:b + HPAGE_PMD_NR] &= ~np.uint8(PTE_PMD)
-            p.mm.pte_tables.add((v.start + (b << PAGE_SHIFT)) >> 21)
+        leaves = v.pmd_leaves(int(idx.min()), int(idx.max()) + 1)[0]
+        v.pt.leaves_to_tables(v.pmd_key(leaves))
     counts = np.zeros(nr, dtype=np.int64)
     for p, v, idx in mappings:
-        np.add.at(counts, v.pfn[idx] - head, 1)
+        np.add.at(counts, v.ptes_at(idx)[0] - head, 1)
     flags = mem.flags[head] & np.uint32(INHERITED)
     in_cache = bool(flags & FL_PAGECACHE)
     mapping, index, memcg = mem.mapping[head], mem.index[head], mem.memcg[head]
+    mem.split_slots(head, nr)
     mem.order[pfns] = 0
     mem.head[pfns] = pfns
     mem.flags[pfns] = flags

@@ -4,7 +4,7 @@ zap_huge_pmd; mm/vma.c do_vmi_munmap; kernel/exit.c)."""
 import numpy as np
 
 from .memory import FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_REFERENCED, FL_SWAPBACKED, \
-    HPAGE_PMD_NR, PAGE_SHIFT
+    HPAGE_PMD_NR, PAGE_SHIFT, sorted_unique
 from .mm import PTE_DIRTY, PTE_PMD, PTE_YOUNG
 from . import pmd as pmdops
 
@@ -19,9 +19,10 @@ RSS_NAMES = ('anon', 'shmem', 'file')
 
 
 def add_rss_by_kind(mm, mem, heads, sign):
-    kinds = rss_kind(mem, heads)
-    for j, name in enumerate(RSS_NAMES):
-        n = int(np.count_nonzero(kinds == j))
+    f = mem.flags[heads]
+    anon = int(np.count_nonzero(f & FL_ANON))
+    shmem = int(np.count_nonzero((f & (FL_ANON | FL_SWAPBACKED)) == FL_SWAPBACKED))
+    for name, n in (('anon', anon), ('shmem', shmem), ('file', len(f) - anon - shmem)):
         if n:
             mm.add_rss(name, sign * n)
 
@@ -36,51 +37,54 @@ def folio_mark_accessed(mem, heads):
 
 
 def zap_range(k, mm, vma, lo, hi):
-    """zap_page_range_single() over VMA pages [lo, hi)."""
+    """zap_page_range_single() over VMA pages [lo, hi): a PMD leaf the
+    range covers in part is split first, the others are zapped whole
+    (zap_huge_pmd), then the present PTEs (zap_pte_range)."""
     mem = k.mem
-    for b in pmdops.pmd_leaves_in(vma, lo, hi):
-        if b < lo or b + HPAGE_PMD_NR > hi:
-            pmdops.split_pmd(k, mm, vma, b)
-    for b in pmdops.pmd_leaves_in(vma, lo, hi):
-        zap_huge_pmd(k, mm, vma, b)
-    idx = np.arange(lo, hi)
-    idx = idx[vma.pfn[lo:hi] >= 0]
+    leaves = vma.pmd_leaves(lo, hi)[0]
+    for b in leaves[(leaves < lo) | (leaves + HPAGE_PMD_NR > hi)]:
+        pmdops.split_pmd(k, mm, vma, int(b))
+    zap_huge_pmds(k, mm, vma, lo, hi)
+    idx, pfns, bits = vma.present_ptes(lo, hi)
     if len(idx) == 0:
         return
-    pfns = vma.pfn[idx]
     real = pfns != mem.zero_pfn
-    pfns, ridx = pfns[real], idx[real]
+    pfns, rbits = pfns[real], bits[real]
     if len(pfns):
-        heads = mem.head[pfns]
-        filep = (mem.flags[heads] & FL_ANON) == 0
-        dirty = filep & ((vma.bits[ridx] & PTE_DIRTY) != 0)
-        mem.flags[np.unique(heads[dirty])] |= FL_DIRTY
-        young = filep & ((vma.bits[ridx] & PTE_YOUNG) != 0)
-        folio_mark_accessed(mem, np.unique(heads[young]))
+        heads, flags = mem.folio_fields(pfns, 'head', 'flags')
+        filep = (flags & FL_ANON) == 0
+        dirty = filep & ((rbits & PTE_DIRTY) != 0)
+        mem.flags[sorted_unique(heads[dirty])] |= FL_DIRTY
+        young = filep & ((rbits & PTE_YOUNG) != 0)
+        folio_mark_accessed(mem, sorted_unique(heads[young]))
         k.rmap.remove_ptes(mm.mm_id, pfns)
         add_rss_by_kind(mm, mem, heads, -1)
         mem.folio_put(heads, 1)
-    vma.pfn[idx] = -1
-    vma.bits[idx] = 0
+    vma.clear_ptes(lo, hi)
 
 
-def zap_huge_pmd(k, mm, vma, b):
+def zap_huge_pmds(k, mm, vma, lo, hi):
+    """zap_huge_pmd() for every PMD leaf inside pages [lo, hi)."""
     mem = k.mem
-    sl = slice(b, b + HPAGE_PMD_NR)
-    head = int(mem.head[vma.pfn[b]])
-    bits = int(vma.bits[b])
-    vma.pfn[sl] = -1
-    vma.bits[sl] = 0
-    if head == mem.huge_zero_pfn:
+    idx, pfn0, bits = vma.pmd_leaves(lo, hi)
+    if len(idx) == 0:
         return
-    if not mem.flags[head] & FL_ANON:
-        if bits & PTE_DIRTY:
-            mem.flags[head] |= FL_DIRTY
-        if bits & PTE_YOUNG:
-            folio_mark_accessed(mem, np.array([head]))
-    k.rmap.remove_pmd(mm.mm_id, np.array([head]))
-    add_rss_by_kind(mm, mem, np.full(HPAGE_PMD_NR, head), -1)
-    mem.folio_put(np.array([head]), 1)
+    vma.clear_pmd_leaves(idx)
+    heads = mem.head[pfn0]
+    keep = heads != mem.huge_zero_pfn
+    heads, bits = heads[keep], bits[keep]
+    if len(heads) == 0:
+        return
+    filep = (mem.flags[heads] & FL_ANON) == 0
+    mem.flags[heads[filep & ((bits & PTE_DIRTY) != 0)]] |= FL_DIRTY
+    folio_mark_accessed(mem, heads[filep & ((bits & PTE_YOUNG) != 0)])
+    k.rmap.remove_pmd(mm.mm_id, heads)
+    kinds = rss_kind(mem, heads)
+    for j, name in enumerate(RSS_NAMES):
+        n = int(np.count_nonzero(kinds == j))
+        if n:
+            mm.add_rss(name, -n * HPAGE_PMD_NR)
+    mem.folio_put(heads, 1)
 
 
 def split_vma_at(k, mm, addr):
@@ -90,7 +94,7 @@ def split_vma_at(k, mm, addr):
     if vma is None or vma.start == addr:
         return
     i = vma.page_index(addr)
-    if vma.bits[i] & PTE_PMD and pmdops.pmd_start(vma, i) != i:
+    if vma.entry(i)[1] & PTE_PMD and pmdops.pmd_start(vma, i) != i:
         pmdops.split_pmd(k, mm, vma, pmdops.pmd_start(vma, i))
     hi = vma.split(addr)
     mm.insert_vma(hi)
@@ -98,10 +102,8 @@ def split_vma_at(k, mm, addr):
 
 def free_pgtables(mm):
     """Page tables of 2M blocks no VMA touches any more are freed."""
-    live = set()
-    for v in mm.vmas:
-        live.update(range(v.start >> 21, ((v.end - 1) >> 21) + 1))
-    mm.pte_tables &= live
+    mm.pt.free_tables_outside([v.vpn0 for v in mm.vmas],
+                              [v.end >> PAGE_SHIFT for v in mm.vmas])
 
 
 def do_munmap(k, proc, start, end):
@@ -125,7 +127,7 @@ def do_exit(k, proc):
     for v in list(mm.vmas):
         zap_range(k, mm, v, 0, v.nr_pages)
         mm.remove_vma(v)
-    mm.pte_tables.clear()
+    mm.pt.clear_all()
     del k.processes[proc.pid]
     for p in k.processes.values():
         if p.ppid == proc.pid:

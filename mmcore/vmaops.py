@@ -38,12 +38,11 @@ def vmas_for_range(k, proc, start, end, stop_at_hole):
     return out, hole
 
 
-def can_change_pte_writable(k, vma, idx):
+def can_change_pte_writable(k, vma, pfns, bits):
     """can_change_pte_writable(): private pages must be AnonExclusive anon
     pages; shared ones must already be dirty."""
-    pfns = vma.pfn[idx]
     if vma.is_shared:
-        return (vma.bits[idx] & PTE_DIRTY) != 0
+        return (bits & PTE_DIRTY) != 0
     heads = k.mem.head[pfns]
     return ((k.mem.flags[heads] & FL_ANON) != 0) & k.mem.anon_exclusive[pfns] & \
         (pfns != k.mem.zero_pfn)
@@ -58,25 +57,27 @@ def do_mprotect(k, proc, start, end, prot):
         else:
             new_flags = new
         v.flags = (v.flags & ~(VM_READ | VM_WRITE)) | new_flags
-        present = np.flatnonzero(v.pfn >= 0)
-        if not new & VM_WRITE:
-            v.bits[present] &= ~np.uint8(PTE_WRITE)
-            continue
-        shared_rw = v.is_shared
-        if shared_rw:
-            v.bits[present] |= PTE_WRITE
-            continue
-        # a PMD leaf takes the head page's AnonExclusive (change_huge_pmd)
-        head_idx = np.array([i for i in present if not v.bits[i] & PTE_PMD], dtype=np.int64)
-        if len(head_idx):
-            ok = can_change_pte_writable(k, v, head_idx)
-            v.bits[head_idx[ok]] |= PTE_WRITE
-        for b in pmdops.pmd_leaves_in(v, 0, v.nr_pages):
-            if can_change_pte_writable(k, v, np.array([b]))[0]:
-                v.bits[b:b + HPAGE_PMD_NR] |= PTE_WRITE
+        change_protection(k, v, bool(new & VM_WRITE))
     proc.mm.merge_vmas()
     if hole:
         raise Fault('ENOMEM: part of 0x%x-0x%x is not mapped' % (start, end))
+
+
+def change_protection(k, vma, writable):
+    """change_pte_range() / change_huge_pmd() over the present entries: a
+    PMD leaf is one entry and takes its head page's AnonExclusive."""
+    idx, pfns, bits = vma.present_ptes()
+    lidx, lpfn, lbits = vma.pmd_leaves()
+    if not writable:
+        vma.and_bits(idx, ~PTE_WRITE)
+        vma.and_bits(lidx, ~PTE_WRITE)
+        return
+    if vma.is_shared:
+        vma.or_bits(idx, PTE_WRITE)
+        vma.or_bits(lidx, PTE_WRITE)
+        return
+    vma.or_bits(idx[can_change_pte_writable(k, vma, pfns, bits)], PTE_WRITE)
+    vma.or_bits(lidx[can_change_pte_writable(k, vma, lpfn, lbits)], PTE_WRITE)
 
 
 def do_mremap(k, proc, name, new_size, move_to):
@@ -112,9 +113,6 @@ def do_mremap(k, proc, name, new_size, move_to):
 
 
 def grow_vma(vma, new_size):
-    extra = (new_size >> PAGE_SHIFT) - vma.nr_pages
-    vma.pfn = np.concatenate([vma.pfn, np.full(extra, -1, dtype=np.int64)])
-    vma.bits = np.concatenate([vma.bits, np.zeros(extra, dtype=np.uint8)])
     vma.end = vma.start + new_size
 
 
@@ -132,11 +130,13 @@ def move_vma(k, proc, vma, new_start, new_size):
                 vma.obj, vma.pgoff)
     moved.anon_vma = vma.anon_vma
     moved.range_start = new_start - (vma.start - vma.range_start)
-    moved.pfn = vma.pfn
-    moved.bits = vma.bits
-    pte_idx = np.flatnonzero((moved.pfn >= 0) & ((moved.bits & PTE_PMD) == 0))
-    if len(pte_idx):
-        mm.pte_tables.update(int(b) for b in np.unique((new_start + (pte_idx << PAGE_SHIFT)) >> 21))
+    moved.pt = mm.pt
+    idx, pfns, bits = vma.present_ptes()
+    lidx, lpfn, lbits = vma.pmd_leaves()
+    vma.set_ptes(idx, -1, 0)
+    vma.clear_pmd_leaves(lidx)
+    moved.set_ptes(idx, pfns, bits)
+    moved.set_pmd_leaves(lidx, lpfn, lbits)
     if new_size > moved.end - moved.start:
         grow_vma(moved, new_size)
     mm.insert_vma(moved)

@@ -12,6 +12,7 @@ from mmcore.scenario import load_scenario
 from . import debug
 from . import pid as pidfiles
 from . import system
+from .progress import Progress
 from .tree import BinaryFile, Dir, Symlink, TextFile, walk
 
 PID_MAX = 4194304
@@ -50,7 +51,8 @@ def pid_dir(k, proc):
                                         ctx.capable).astype('<u8').tobytes()
 
     def pagemap_extents():
-        return [((v.start >> 12) * 8, v.nr_pages * 8) for v in proc.mm.vmas]
+        return [((v.vpn0 + lo) * 8, n * 8) for v in proc.mm.vmas
+                for lo, n in v.populated_runs()]
 
     entries['pagemap'] = BinaryFile(read_pagemap, pidfiles.pagemap_size(proc), mode=0o400,
                                     uid=proc.uid, gid=proc.gid, extents=pagemap_extents)
@@ -203,17 +205,23 @@ def check_label(sc, scenario_path, label):
 
 def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
     """[(config, Kernel)] after replaying the scenario on every config, or
-    importing it when the file is a capture."""
+    importing it when the file is a capture.  A replay that takes more
+    than a second shows a progress bar on a terminal."""
     from mmcore.capture import is_capture
     if is_capture(scenario_path):
         return import_all(scenario_path, config_paths, stop_at, with_init)
     sc, out = load_kernels(scenario_path, config_paths, with_init, stop_at)
-    for cfg, k in out:
-        try:
-            k.run(sc.steps, stop_at)
-        except StepError as e:
-            raise StepError(e.step, '%s (kernel config %s)' % (e.reason, cfg.name),
-                            path=scenario_path) from None
+    n = len(sc.steps)
+    with Progress('replaying %s' % os.path.basename(scenario_path), n * len(out)) as bar:
+        for c, (cfg, k) in enumerate(out):
+            def shown(done, step, c=c, name=cfg.name):
+                bar.update(c * n + done, '%s: step %d (%s, line %s)'
+                           % (name, step.index, step.op, step.line))
+            try:
+                k.run(sc.steps, stop_at, progress=shown)
+            except StepError as e:
+                raise StepError(e.step, '%s (kernel config %s)' % (e.reason, cfg.name),
+                                path=scenario_path) from None
     return sc, out
 
 

@@ -12,6 +12,7 @@ smem and top report).
 import os
 
 from procfs.tree import ROOT_CONTEXT, BinaryFile, Dir, Symlink, TextFile
+from procfs.progress import Progress
 
 CHUNK = 1 << 20
 BLOCK = 4096
@@ -57,6 +58,11 @@ def _set_owner(path, node, as_root):
         os.lchown(path, node.uid, node.gid)
 
 
+def _count_entries(dnode):
+    return sum(1 + (_count_entries(n) if isinstance(n, Dir) else 0)
+               for n in dnode.children().values())
+
+
 def export(root, directory, ctx=ROOT_CONTEXT):
     """Writes the tree below ``root`` into ``directory`` (created if missing).
     ``ctx`` is the reader the files are rendered for (root by default:
@@ -65,11 +71,13 @@ def export(root, directory, ctx=ROOT_CONTEXT):
     os.makedirs(directory, exist_ok=True)
     count = 0
     dirs = []
+    bar = Progress('exporting', _count_entries(root))
 
     def visit(dirpath, dnode):
         nonlocal count
         for name, node in sorted(dnode.children().items()):
             path = os.path.join(dirpath, name)
+            bar.update(count, os.path.relpath(path, directory))
             count += 1
             if isinstance(node, Dir):
                 os.mkdir(path, 0o700)
@@ -99,7 +107,8 @@ def export(root, directory, ctx=ROOT_CONTEXT):
             else:
                 raise TypeError('%s: unknown node type %s' % (path, type(node).__name__))
 
-    visit(directory, root)
+    with bar:
+        visit(directory, root)
     # directory modes last, children before parents: a 0555 directory is
     # filled by then. ``directory`` itself keeps its mode.
     for path, node in dirs:

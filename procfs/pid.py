@@ -78,16 +78,25 @@ def maps(k, proc):
 
 
 def vma_counters(k, vma):
-    """smaps_account() over the present normal pages of a VMA."""
-    pv = query.vma_pages(k, vma)
-    sel = pv.normal
-    pages = SmapsPages(
-        mapcount=pv.mapcount[sel], private=pv.private[sel], refcount_one=pv.refcount_one[sel],
-        dirty=(pv.pte_dirty | pv.folio_dirty)[sel],
-        young=(pv.young | pv.folio_referenced)[sel],
-        anon=pv.anon[sel], swapbacked=pv.swapbacked[sel], ksm=pv.ksm[sel],
-        locked=np.bool_(bool(vma.flags & VM_LOCKED)), pmd=pv.pmd[sel])
-    return smaps_account(pages, pss_per_entry=k.policy.smaps_pss_per_entry)
+    """smaps_account() over the present normal pages of a VMA.  A PMD leaf
+    whose pages all count the same is accounted once, as one page, and
+    scaled by its 512 pages (every counter is a sum over pages)."""
+    pv = query.vma_pages(k, vma, whole_leaves=True, smaps_only=True)
+    total = SmapsCounters()
+    for nr in (1, HPAGE_PMD_NR):
+        sel = pv.normal & (pv.nr == nr)
+        if nr > 1 and not sel.any():
+            continue
+        pages = SmapsPages(
+            mapcount=pv.mapcount[sel], private=pv.private[sel], refcount_one=pv.refcount_one[sel],
+            dirty=(pv.pte_dirty | pv.folio_dirty)[sel],
+            young=(pv.young | pv.folio_referenced)[sel],
+            anon=pv.anon[sel], swapbacked=pv.swapbacked[sel], ksm=pv.ksm[sel],
+            locked=np.bool_(bool(vma.flags & VM_LOCKED)), pmd=pv.pmd[sel])
+        c = smaps_account(pages, pmd_nr=HPAGE_PMD_NR // nr,
+                          pss_per_entry=k.policy.smaps_pss_per_entry)
+        total = total + (c if nr == 1 else c.scaled(nr))
+    return total
 
 
 def thp_vma_suitable_order(vma, order):
@@ -146,8 +155,8 @@ def numa_maps(k, proc):
     pages once with its first page's mapcount."""
     out = []
     for v in proc.mm.vmas:
-        pv = query.vma_pages(k, v)
-        sel = pv.normal & (~pv.pmd | (np.arange(v.nr_pages) == _pmd_first(v)))
+        pv = query.vma_pages(k, v, whole_leaves=True)
+        sel = pv.normal & (~pv.pmd | ((v.vpn0 + pv.idx) % HPAGE_PMD_NR == 0))
         nr = np.where(pv.pmd[sel], HPAGE_PMD_NR, 1)
         counts = numa_maps_gather(pv.numa_mapcount[sel], nr=nr,
                                   dirty=(pv.pte_dirty | pv.folio_dirty)[sel], anon=pv.anon[sel],
@@ -162,13 +171,6 @@ def numa_maps(k, proc):
     return ''.join(out).encode()
 
 
-def _pmd_first(vma):
-    """Page index where each page's PMD block starts (only meaningful for
-    PMD-mapped pages)."""
-    idx = np.arange(vma.nr_pages)
-    return idx - ((vma.start >> PAGE_SHIFT) + idx) % HPAGE_PMD_NR
-
-
 def pagemap_entries(k, proc, first_vpn, count, capable):
     """The u64 pagemap entries of virtual pages [first_vpn, first_vpn+count)
     (pagemap_read()).  Without CAP_SYS_ADMIN the PFN bits read as zero."""
@@ -179,16 +181,13 @@ def pagemap_entries(k, proc, first_vpn, count, capable):
         a = max(v.start, lo_addr)
         b = min(v.end, hi_addr)
         i0, i1 = v.page_index(a), v.page_index(b)
-        pv = query.vma_pages(k, v)
-        sl = slice(i0, i1)
-        e = np.zeros(i1 - i0, dtype=np.uint64)
-        present = pv.present[sl]
-        e[present] |= np.uint64(PM_PRESENT)
+        present, pfn, excl, file, soft_dirty = query.vma_pagemap(k, v, i0, i1)
+        e = np.where(present, np.uint64(PM_PRESENT), np.uint64(0))
         if capable:
-            e[present] |= pv.pfn[sl][present].astype(np.uint64) & np.uint64(PM_PFN_MASK)
-        e[pv.pm_exclusive[sl]] |= np.uint64(PM_MMAP_EXCLUSIVE)
-        e[pv.pm_file[sl]] |= np.uint64(PM_FILE)
-        e[pv.soft_dirty[sl] & present] |= np.uint64(PM_SOFT_DIRTY)
+            e[present] |= pfn[present].astype(np.uint64) & np.uint64(PM_PFN_MASK)
+        e[excl] |= np.uint64(PM_MMAP_EXCLUSIVE)
+        e[file] |= np.uint64(PM_FILE)
+        e[soft_dirty & present] |= np.uint64(PM_SOFT_DIRTY)
         dst = (a >> PAGE_SHIFT) - first_vpn
         out[dst:dst + len(e)] = e
     return out

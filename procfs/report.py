@@ -32,7 +32,7 @@ def range_facts(k, proc, name):
     kpc_values = []
     for v in vmas:
         c = c + pidfiles.vma_counters(k, v)
-        pv = query.vma_pages(k, v)
+        pv = query.vma_pages(k, v, present_only=True)
         excl += int(np.count_nonzero(pv.pm_exclusive & pv.normal))
         if pv.normal.any():
             kpc = query.kpagecount(k, pv.pfn[pv.normal])
@@ -120,7 +120,7 @@ def true_values(k):
     per_proc = {}
     standins = {st.pid: st for st in k.capture.standins} if getattr(k, 'capture', None) else {}
     for pid, p in list(k.processes.items()) + list(standins.items()):
-        pf = [v.pfn[(v.pfn >= 0)] for v in p.mm.vmas]
+        pf = [v.mapped_pfns() for v in p.mm.vmas]
         pf = np.concatenate(pf) if pf else np.zeros(0, dtype=np.int64)
         pf = pf[(mem.flags[mem.head[pf]] & FL_ZERO) == 0] if len(pf) else pf
         per_proc[pid] = pf
@@ -148,7 +148,7 @@ def tool_facts(k, proc):
     excl = kpc1 = 0
     for v in proc.mm.vmas:
         total = total + pidfiles.vma_counters(k, v)
-        pv = query.vma_pages(k, v)
+        pv = query.vma_pages(k, v, present_only=True)
         excl += int(np.count_nonzero(pv.pm_exclusive & pv.present))
         if pv.present.any():
             kpc1 += int(np.count_nonzero(query.kpagecount(k, pv.pfn[pv.present]) == 1))
@@ -214,7 +214,7 @@ def tools_report(scenario, kernels):
 def _true_memcg_anon(k, cg):
     mem = k.mem
     idx = [i for i, c in enumerate(k.cgroups) if c == cg or cg == '/' or c.startswith(cg + '/')]
-    pf = [v.pfn[v.pfn >= 0] for p in k.processes.values() for v in p.mm.vmas]
+    pf = [v.mapped_pfns() for p in k.processes.values() for v in p.mm.vmas]
     if not pf:
         return 0
     pf = np.unique(np.concatenate(pf))

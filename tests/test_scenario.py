@@ -617,10 +617,12 @@ ERRORS += [
      'b2', ['too long to read']),
     ('size-too-many-digits-str', with_steps("mmap: {pid: 100, name: b2, size: '%sK'}" % ('9' * 5000)),
      'b2', ['too many digits']),
-    ('size-1T-mapping', with_steps('mmap: {pid: 100, name: b2, size: 1T}'), 'b2',
-     ['1T is more than the emulator holds in one mapping (at most 64G)']),
-    ('mremap-1T', with_steps('mremap: {pid: 100, vma: buf, new_size: 1T}'), 'new_size',
-     ['more than the emulator holds']),
+    # a 1T reservation costs nothing (issue 7); the 128T address space is the limit
+    ('size-2x64T-mapping', with_steps('mmap: {pid: 100, name: b2, size: 64T}\n'
+                                      '  - mmap: {pid: 100, name: b3, size: 64T}'), 'b3',
+     ['the process would map', 'more than its 64-bit user address space']),
+    ('mremap-256T', with_steps('mremap: {pid: 100, vma: buf, new_size: 256T}'), 'new_size',
+     ['larger than the user address space']),
     ('memory-1T', with_top('kernel: {memory: 1T}'), 'memory', ['1T is more than the emulator holds']),
     ('file-1P', with_top('files: [{name: f, size: 1125899906842624}]'), 'files',
      ['more than the emulator holds']),
