@@ -7,6 +7,7 @@ from .memory import FL_ANON, GUP_PIN_COUNTING_BIAS, HPAGE_PMD_NR
 from .mm import (MM, VMA, PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG,
                  VM_DONTCOPY, VM_WIPEONFORK)
 from . import pmd as pmdops
+from .process import Process
 from .unmap import add_rss_by_kind
 
 
@@ -25,7 +26,6 @@ def vma_needs_copy(vma):
 
 
 def do_fork(k, parent, child_pid, comm):
-    from .kernel import Process
     try:
         mm_id = k.mm_ids.alloc()
     except MemoryError as e:

@@ -3,11 +3,12 @@ from collections import Counter
 
 import numpy as np
 
-from . import fault, fork, madvise, unmap, vmaops
+from . import fault, fork, gup, madvise, unmap, vmaops
 from .mapcount import policy_for
 from .memory import PhysMem, PAGE_SIZE, OutOfMemory, HPAGE_PMD_ORDER
 from .mm import MM, MMIdAllocator, VMA, PROT_FLAGS, VM_MAYREAD, VM_MAYWRITE, VM_MAYEXEC, \
     VM_SHARED, VM_MAYSHARE, VM_ACCOUNT, VM_READ, VM_WRITE, VM_GROWSDOWN
+from .process import Process
 from .pagecache import FileObject, FIRST_INODE, truncate_object
 from .rmap import Rmap
 from .history import SlotHistory
@@ -27,21 +28,6 @@ INIT_LAYOUT = {
     32: [('[heap]', 0x0804c000, 132 << 10, 32 << 10, 0),
          ('[stack]', 0xbffdf000, 132 << 10, 16 << 10, VM_GROWSDOWN)],
 }
-
-
-class Process:
-    def __init__(self, pid, comm, ppid, cgroup, mm, start_ticks, uid=0, gid=0):
-        self.pid = pid
-        self.comm = comm
-        self.ppid = ppid
-        self.cgroup = cgroup
-        self.mm = mm
-        self.start_ticks = start_ticks
-        self.uid = uid
-        self.gid = gid
-        self.pins = {}            # (range name, page offset) -> [pfn, ...]
-        self.ranges = {}          # range name -> FileObject of a shared-anon range
-        self.minflt = 0
 
 
 class Kernel:
@@ -254,12 +240,12 @@ class Kernel:
     def do_pin(self, st):
         p = self.proc(st.pid)
         start, end = self.range_span(p, st.vma, st.offset, st.length)
-        fault.pin_range(self, p, st.vma, start, end)
+        gup.pin_range(self, p, st.vma, start, end)
 
     def do_unpin(self, st):
         p = self.proc(st.pid)
         start, end = self.range_span(p, st.vma, st.offset, st.length)
-        fault.unpin_range(self, p, st.vma, start, end)
+        gup.unpin_range(self, p, st.vma, start, end)
 
     # --- process lifetime -----------------------------------------------------------
     def release_mm(self, proc):

@@ -3,10 +3,11 @@ VMA splitting, and process exit (mm/memory.c zap_pte_range,
 zap_huge_pmd; mm/vma.c do_vmi_munmap; kernel/exit.c)."""
 import numpy as np
 
-from .memory import FL_ACTIVE, FL_ANON, FL_DIRTY, FL_LRU, FL_REFERENCED, FL_SWAPBACKED, \
-    HPAGE_PMD_NR, PAGE_SHIFT, sorted_unique
+from .memory import FL_ANON, FL_DIRTY, FL_SWAPBACKED, HPAGE_PMD_NR, PAGE_SHIFT, sorted_unique
 from .mm import PTE_DIRTY, PTE_PMD, PTE_YOUNG
 from . import pmd as pmdops
+from .gup import unpin_pfns
+from .swap import folio_mark_accessed
 
 
 def rss_kind(mem, heads):
@@ -25,15 +26,6 @@ def add_rss_by_kind(mm, mem, heads, sign):
     for name, n in (('anon', anon), ('shmem', shmem), ('file', len(f) - anon - shmem)):
         if n:
             mm.add_rss(name, sign * n)
-
-
-def folio_mark_accessed(mem, heads):
-    """folio_mark_accessed(): referenced first, active on the second time."""
-    f = mem.flags[heads]
-    ref = (f & FL_REFERENCED) != 0
-    act = heads[ref & ((f & FL_ACTIVE) == 0) & ((f & FL_LRU) != 0)]
-    mem.flags[act] = (mem.flags[act] & ~np.uint32(FL_REFERENCED)) | FL_ACTIVE
-    mem.flags[heads[~ref]] |= FL_REFERENCED
 
 
 def zap_range(k, mm, vma, lo, hi):
@@ -119,7 +111,6 @@ def do_munmap(k, proc, start, end):
 
 def do_exit(k, proc):
     """exit_mmap() and the release of everything the process held."""
-    from .fault import unpin_pfns
     for pfns in proc.pins.values():
         unpin_pfns(k, np.array(pfns, dtype=np.int64))
     proc.pins = {}

@@ -220,6 +220,6 @@ def locals_args(values):
 
 
 def _validate_expects(parsed):
-    from procfs import expect
+    from procfs import expect_check
     from .kernels import config_names
-    expect.validate(parsed, config_names())
+    expect_check.validate(parsed, config_names())

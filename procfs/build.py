@@ -9,7 +9,7 @@ from mmcore.errors import StepError
 from mmcore.kernel import Kernel
 from mmcore.memory import HPAGE_PMD_NR, PAGE_SIZE
 from mmcore.scenario import load_scenario
-from . import debug
+from . import debug, expect_check
 from . import pid as pidfiles
 from . import system
 from .progress import Progress
@@ -187,8 +187,7 @@ def load_kernels(scenario_path, config_paths, with_init=True, stop_at=None):
     """(scenario, [(config, Kernel)]) with every kernel booted, before the
     first step; `stop_at` must be one of the scenario's labels."""
     sc = load_scenario(scenario_path)
-    from .expect import validate
-    validate(sc, None)
+    expect_check.validate(sc, None)
     check_label(sc, scenario_path, stop_at)
     out = [(cfg, Kernel(cfg, sc, with_init=with_init))
            for cfg in (load_kernel_config(path) for path in config_paths)]

@@ -354,7 +354,7 @@ def verify_configs(sc, args, known):
 def cmd_check(args):
     from mmcore.capture import is_capture, load_capture
     from mmcore.scenario import load_scenario
-    from procfs import expect
+    from procfs import expect, expect_check
     known = known_configs(_config_paths(args) if args.config else ())
     status, passed, failed = 0, 0, 0
     for arg in args.scenario:
@@ -366,7 +366,7 @@ def cmd_check(args):
                       % (cap.meta.get('release', '?'), len(cap.processes), len(cap.a['folio_head'])))
                 continue
             sc = load_scenario(path)
-            expect.validate(sc, known)
+            expect_check.validate(sc, known)
             if not args.verify:
                 labels = ', '.join(sc.labels) if sc.labels else 'none'
                 n = expect.expectation_count(sc)

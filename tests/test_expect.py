@@ -11,7 +11,7 @@ import pytest
 from mmcore.config import load_kernel_config
 from mmcore.kernel import Kernel
 from mmcore.scenario import Expect, ScenarioError, parse_scenario_text
-from procfs import cli, expect
+from procfs import cli, expect, expect_check
 from procfs.build import kernel_tree
 from procfs.view import ProcView, TreeSource
 
@@ -44,7 +44,7 @@ def load(step_text):
     """Parses HEAD + one more step (its first line is line HEAD_LINES + 1)
     and validates its expect steps against the real profiles."""
     sc = parse_scenario_text(HEAD + step_text, 'x.yaml')
-    expect.validate(sc, CONFIG_NAMES)
+    expect_check.validate(sc, CONFIG_NAMES)
     return sc
 
 
