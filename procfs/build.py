@@ -123,11 +123,14 @@ def sys_dir(k):
         'use_zero_page': _text(k, system.thp_use_zero_page, mode=0o644),
         'hpage_pmd_size': TextFile(lambda: '%d\n' % (HPAGE_PMD_NR * PAGE_SIZE)),
     }
-    for kb in system.THP_SIZES_KB:
-        stats = {name: _text(k, system.mthp_stat, kb, name) for name in system.MTHP_STATS}
-        thp['hugepages-%dkB' % kb] = Dir({'enabled': _text(k, system.thp_size_enabled, kb,
-                                                           mode=0o644),
-                                          'stats': Dir(stats)})
+    for kb in sorted(system.THP_SIZES_KB + system.FILE_ONLY_SIZES_KB):
+        file_only = kb in system.FILE_ONLY_SIZES_KB
+        names = system.MTHP_FILE_STATS if file_only else system.MTHP_STATS
+        d = {'shmem_enabled': _text(k, system.thp_size_shmem_enabled, kb, mode=0o644),
+             'stats': Dir({name: _text(k, system.mthp_stat, kb, name) for name in names})}
+        if not file_only:
+            d['enabled'] = _text(k, system.thp_size_enabled, kb, mode=0o644)
+        thp['hugepages-%dkB' % kb] = Dir(d)
 
     def v1_files(path):
         return {'memory.stat': _text(k, system.memcg_v1_stat, path),

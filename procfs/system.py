@@ -24,6 +24,12 @@ MTHP_STATS = ['anon_fault_alloc', 'anon_fault_declined', 'anon_fault_fallback',
               'swpin_fallback_charge', 'swpout', 'swpout_fallback', 'shmem_alloc',
               'shmem_fallback', 'shmem_fallback_charge', 'split', 'split_failed',
               'split_deferred', 'nr_anon', 'nr_anon_partially_mapped']
+# order 1 is a file/shmem order only (THP_ORDERS_ALL_FILE_DEFAULT): its
+# directory has file_stats_attrs and any_stats_attrs, no anon ones
+FILE_ONLY_SIZES_KB = [8]
+MTHP_FILE_STATS = ['zswpout', 'swpin', 'swpin_fallback', 'swpin_fallback_charge', 'swpout',
+                   'swpout_fallback', 'shmem_alloc', 'shmem_fallback', 'shmem_fallback_charge',
+                   'split', 'split_failed']
 
 
 def _kb(pages):
@@ -167,6 +173,14 @@ def thp_shmem_enabled(k):
 def thp_size_enabled(k, size_kb):
     mode = k.thp.sizes.get(size_kb << 10, 'never')
     return _choice(['always', 'inherit', 'madvise', 'never'], mode).encode()
+
+
+def thp_size_shmem_enabled(k, size_kb):
+    """thpsize_shmem_enabled_show(): shmem_init() leaves the PMD size
+    inheriting the global shmem_enabled and every other size never (no
+    scenario sets a per-size shmem knob)."""
+    mode = 'inherit' if size_kb << 10 == HPAGE_PMD_NR * PAGE_SIZE else 'never'
+    return _choice(['always', 'inherit', 'within_size', 'advise', 'never'], mode).encode()
 
 
 def mthp_stat(k, size_kb, name):

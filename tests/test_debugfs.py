@@ -170,3 +170,41 @@ def test_the_rfc_kernel_shows_its_total_mapped_pages():
     assert header[7:10] == ['large_mapcount', 'total_mapped_pages', 'mm0_id']
     heap = [r for r in rows if r['order'] == '4']
     assert len(heap) == 16 and {r['total_mapped_pages'] for r in heap} == {'48'}
+
+
+REAL_THP = '/sys/kernel/mm/transparent_hugepage'
+
+
+def test_every_mthp_size_directory_holds_what_6_18_serves(forked):
+    """hugepages_init() makes a directory per order of THP_ORDERS_ALL:
+    order 1 (8kB) is a file/shmem order only, so hugepages-8kB has
+    shmem_enabled and the file and any stats but no `enabled` and no anon
+    stats; every size has shmem_enabled, PMD inheriting the global knob and
+    the others never (shmem_init(): huge_shmem_orders_inherit =
+    BIT(HPAGE_PMD_ORDER))."""
+    root = forked.lookup('page_mapcount')
+    thp = T.resolve(root, THP)
+    sizes = sorted(n for n in thp.children() if n.startswith('hugepages-'))
+    assert sizes == sorted('hugepages-%dkB' % kb for kb in
+                           (8, 16, 32, 64, 128, 256, 512, 1024, 2048))
+    small = T.resolve(root, THP + '/hugepages-8kB')
+    assert sorted(small.children()) == ['shmem_enabled', 'stats']
+    stats = sorted(T.resolve(root, THP + '/hugepages-8kB/stats').children())
+    assert not [s for s in stats if s.startswith(('anon_', 'nr_anon')) or s == 'split_deferred']
+    assert text(root, THP + '/hugepages-2048kB/shmem_enabled') == \
+        'always [inherit] within_size advise never\n'
+    assert text(root, THP + '/hugepages-64kB/shmem_enabled') == \
+        'always inherit within_size advise [never]\n'
+    if not os.path.isdir(REAL_THP):
+        return
+    real_sizes = sorted(n for n in os.listdir(REAL_THP) if n.startswith('hugepages-'))
+    assert sizes == real_sizes
+    for d in real_sizes:
+        assert sorted(T.resolve(root, THP + '/' + d).children()) == \
+            sorted(os.listdir(os.path.join(REAL_THP, d))), d
+        assert sorted(T.resolve(root, THP + '/' + d + '/stats').children()) == \
+            sorted(os.listdir(os.path.join(REAL_THP, d, 'stats'))), d
+        with open(os.path.join(REAL_THP, d, 'shmem_enabled')) as f:
+            options = f.read().replace('[', '').replace(']', '')
+        assert text(root, THP + '/' + d + '/shmem_enabled').replace('[', '').replace(']', '') \
+            == options, d
