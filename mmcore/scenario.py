@@ -666,6 +666,7 @@ def size_limit_error(what, value, bits=64, memory=None, total=None):
 class _Parser:
     def __init__(self, path):
         self.path = path
+        self.memory, self.bits = None, 64     # kernel.memory and kernel.bits, once read
 
     def fail(self, line, reason):
         raise _error(self.path, line, reason)
