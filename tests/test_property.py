@@ -28,6 +28,7 @@ steps as a scenario file that `mmemu` can replay.
 from collections import Counter
 import contextlib
 import dataclasses
+import os
 import re
 
 import numpy as np
@@ -865,7 +866,10 @@ class MMCore(RuleBasedStateMachine):
                     'them by %d pages' % (pid, excess)
 
 
-MMCore.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None,
+# CI profile: 30 sequences; MMEMU_PROPERTY_EXAMPLES asks for more (benchmarks/model_check.py
+# runs long sequences)
+MMCore.TestCase.settings = settings(max_examples=int(os.environ.get('MMEMU_PROPERTY_EXAMPLES', 30)),
+                                    stateful_step_count=25, deadline=None,
                                     derandomize=True, database=None, print_blob=False,
                                     suppress_health_check=[HealthCheck.too_slow,
                                                            HealthCheck.filter_too_much,
