@@ -231,7 +231,9 @@ def collect_scenario(scenario, out_dir, config):
     labels that failed."""
     name = Path(scenario).stem
     os.makedirs(os.path.join(out_dir, name), exist_ok=True)
-    env = dict(os.environ, MMEMU_MOUNT='%s mount --no-init' % mmemu_path(),
+    # one config per mount: the collector reads only MMEMU_CONFIG's subtree
+    kernel = PROJECT_ROOT / 'configs' / 'kernels' / (config + '.yaml')
+    env = dict(os.environ, MMEMU_MOUNT='%s mount --no-init --config %s' % (mmemu_path(), kernel),
                MMEMU_CONFIG=config, PYTHON=sys.executable)
     errors = {}
     for label in scenario_labels(scenario):
