@@ -11,10 +11,11 @@ import numpy as np
 
 from .errors import Fault
 from .memory import (FL_ANON, FL_DIRTY, FL_LRU, FL_SWAPBACKED, FL_UPTODATE, FL_DEFERRED,
-                     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT)
+                     HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, OutOfMemory)
 from .mm import (PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_HUGEPAGE,
                  VM_NOHUGEPAGE, VM_READ, VM_WRITE)
-from .pagecache import filemap_get_folio, shmem_huge_order
+from .pagecache import (filemap_add_small_folios, filemap_get_folio, shmem_huge_order,
+                        shmem_huge_order_never)
 from . import pmd as pmdops
 
 FAULT_AROUND_PAGES = 16       # fault_around_bytes = 64K
@@ -63,9 +64,106 @@ def access(k, proc, start, end, write):
             else:
                 anon_read_range(k, proc, vma, lo_i, hi_i)
         else:
-            for i in range(lo_i, hi_i):
-                file_fault(k, proc, vma, i, write)
+            file_access_range(k, proc, vma, lo_i, hi_i, write)
         addr = hi
+
+
+def file_access_range(k, proc, vma, lo, hi, write):
+    """Pages [lo, hi) of a file or shmem VMA in address order, as
+    file_fault() takes each of them, a page table at a time: pages whose
+    entries already allow the access only get their accessed bits; a run
+    of present read-only PTEs of a private mapping written to is copied by
+    one wp_ptes() (do_wp_page() on each, as anon_write_range() does), a
+    run of empty pages of a shared mapping written to by
+    shared_write_faults(); any other page takes file_fault(), and the
+    search resumes after it on the entries that fault left."""
+    cow = write and not vma.is_shared
+    i = lo
+    while i < hi:
+        w = min(hi, i + HPAGE_PMD_NR)
+        pfn, bits = vma.ptes(i, w)
+        ok = pfn >= 0
+        if write:
+            ok &= (bits & PTE_WRITE) != 0
+        j = w if ok.all() else i + int(np.argmin(ok))
+        if j > i:
+            mark_accessed(vma, np.arange(i, j), write)
+        if j == w:
+            i = w
+            continue
+        if cow:
+            ro = (pfn[j - i:] >= 0) & ((bits[j - i:] & (PTE_WRITE | PTE_PMD)) == 0)
+            run = _run_length(ro)
+            if run:
+                wp_ptes(k, proc, vma, np.arange(j, j + run))
+                i = j + run
+                continue
+            run = cow_faults_of_cached(k, proc, vma, j, pfn[j - i:] < 0)
+            if run:
+                i = j + run
+                continue
+        elif write and small_folios_only(k, vma):
+            run = _run_length(pfn[j - i:] < 0)
+            run = min(run, vma.obj.nr_pages - file_index(vma, j))
+            if run > 1:
+                shared_write_faults(k, proc, vma, np.arange(j, j + run))
+                i = j + run
+                continue
+        file_fault(k, proc, vma, j, write)
+        i = j + 1
+
+
+def _run_length(mask):
+    """Length of the run of True at the start of mask."""
+    return len(mask) if mask.all() else int(np.argmin(mask))
+
+
+def small_folios_only(k, vma):
+    """The page cache behind the VMA gets only order-0 folios at a fault
+    (file_folio_order() is 0 for every index of it)."""
+    obj = vma.obj
+    if obj.shmem_anon:
+        return shmem_huge_order_never(k.thp, vma)
+    return obj.folio_order == 0
+
+
+def shared_write_faults(k, proc, vma, idx):
+    """do_shared_fault() on each of the empty pages idx (consecutive, inside
+    the file) of a shared mapping whose page cache holds order-0 folios
+    only: each page's folio is looked up or allocated in address order
+    (the lowest free frames, ascending, as one allocation of them all
+    gives) and mapped writable and dirty by one PTE."""
+    mem = k.mem
+    index = file_index(vma, idx)
+    cached = vma.obj.pages[index]
+    if not (mem.order[mem.head[cached[cached >= 0]]] == 0).all():
+        return _file_faults(k, proc, vma, idx, True)   # a large folio is mapped whole
+    try:
+        filemap_add_small_folios(k, vma.obj, index[cached < 0], k.memcg_of(proc))
+    except OutOfMemory:
+        return _file_faults(k, proc, vma, idx, True)   # stops at the page that meets it
+    map_file_pages(k, proc, vma, idx, True)
+    pfns = vma.obj.pages[index]
+    mem.flags[pfns] |= FL_DIRTY
+
+
+def cow_faults_of_cached(k, proc, vma, j, empty):
+    """do_cow_fault() on each page of the run of empty pages from VMA index
+    j (mask `empty` from j on) whose file pages are all in the page cache
+    already: nothing is read in, each page gets a private order-0 copy, in
+    address order (one allocation of them all takes the same frames).
+    Returns the number of pages faulted."""
+    index = file_index(vma, j) + np.arange(_run_length(empty))
+    index = index[index < vma.obj.nr_pages]
+    run = _run_length(vma.obj.pages[index] >= 0)
+    if run:
+        new_anon_folios(k, proc, vma, np.arange(j, j + run), 0)
+    return run
+
+
+def _file_faults(k, proc, vma, idx, write):
+    for i in idx:
+        file_fault(k, proc, vma, int(i), write)
 
 
 def mark_accessed(vma, idx, write):

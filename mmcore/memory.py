@@ -46,8 +46,8 @@ def sorted_groups(keys):
     """(sorted unique keys, count of each) by one sort: linear in practice
     where np.unique's hash path is not (keys come mostly in order)."""
     keys = np.asarray(keys, dtype=np.int64)
-    if len(keys) == 0:
-        return keys, np.zeros(0, dtype=np.int64)
+    if len(keys) <= 1:
+        return keys, np.ones(len(keys), dtype=np.int64)
     s = keys if (keys[1:] >= keys[:-1]).all() else np.sort(keys, kind='stable')
     first = np.empty(len(s), dtype=bool)
     first[0] = True
@@ -174,8 +174,9 @@ class PhysMem:
         top = self._nr_free_slots
         slots = self._free_slots[top - count:top][::-1].copy()
         self._nr_free_slots -= count
+        at = int(slots[0]) if count == 1 else slots
         for name, dt, default, shape in FOLIO_FIELDS:
-            getattr(self, '_f_' + name)[slots] = default
+            getattr(self, '_f_' + name)[at] = default
         self._f_head[slots] = heads
         return slots
 
@@ -240,7 +241,7 @@ class PhysMem:
         nr = 1 << order
         usable = self.nr_frames - self.nr_frames % nr
         start = self._low // nr * nr
-        window = max(2 * count * nr, 1 << 16)
+        window = max(2 * count * nr, 1 << 10, 4 * nr)
         while True:
             end = min(usable, start + window // nr * nr)
             blocks = self.free[start:end].reshape(-1, nr).all(axis=1)
@@ -259,8 +260,9 @@ class PhysMem:
         self._blocks(self.page_mapcount, order)[rows] = 0
         self._blocks(self.anon_exclusive, order)[rows] = False
         self._f_order[slots] = order
-        nz = np.flatnonzero(self.free[self._low:end])
-        self._low += int(nz[0]) if len(nz) else end - self._low
+        rest = self.free[self._low:end]
+        first = int(rest.argmax()) if len(rest) else 0
+        self._low += first if len(rest) and rest[first] else max(end - self._low, 0)
         return heads
 
     def free_folios(self, heads):

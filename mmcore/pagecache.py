@@ -116,10 +116,7 @@ def shmem_huge_order(thp, vma, index, nr_pages):
     object and, aligned, inside the VMA.  Per-size shmem knobs stay `never`
     (as on the recording machine), so the only large order is the PMD
     one."""
-    mode = thp.shmem_enabled
-    if mode in ('never', 'deny') or vma.flags & VM_NOHUGEPAGE:
-        return 0
-    if mode == 'advise' and not vma.flags & VM_HUGEPAGE:
+    if shmem_huge_order_never(thp, vma):
         return 0
     nr = 1 << HPAGE_PMD_ORDER
     start = index & ~(nr - 1)
@@ -129,6 +126,36 @@ def shmem_huge_order(thp, vma, index, nr_pages):
     if addr % (nr << PAGE_SHIFT) or addr < vma.start or addr + (nr << PAGE_SHIFT) > vma.end:
         return 0
     return HPAGE_PMD_ORDER
+
+
+def shmem_huge_order_never(thp, vma):
+    """shmem_huge_order() is 0 for every index of the VMA: the knob or the
+    VMA's flags rule huge folios out."""
+    mode = thp.shmem_enabled
+    if mode in ('never', 'deny') or vma.flags & VM_NOHUGEPAGE:
+        return True
+    return mode == 'advise' and not vma.flags & VM_HUGEPAGE
+
+
+def _init_cache_folios(k, obj, heads, starts, nr, memcg):
+    """A new page-cache folio of nr pages at each head, holding file
+    indices [start, start + nr): clean, uptodate, on the LRU, one reference
+    per page in the cache (filemap_add_folio)."""
+    mem = k.mem
+    mem.flags[heads] = FL_PAGECACHE | FL_UPTODATE | FL_LRU | FL_SWAPBACKED
+    mem.refcount[heads] = nr
+    mem.memcg[heads] = memcg
+    mem.mapping[heads] = obj.id
+    mem.index[heads] = starts
+
+
+def filemap_add_small_folios(k, obj, indices, memcg):
+    """filemap_get_folio() for each of the uncached file `indices`, in
+    ascending order, where each gets an order-0 folio: as many single
+    allocations would, the lowest free frames in ascending order."""
+    heads = k.mem.alloc(0, len(indices))
+    _init_cache_folios(k, obj, heads, indices, 1, memcg)
+    obj.pages[indices] = heads
 
 
 def filemap_get_folio(k, obj, index, order, memcg):
@@ -148,11 +175,7 @@ def filemap_get_folio(k, obj, index, order, memcg):
     start = index & ~((1 << order) - 1)
     head = int(mem.alloc(order, 1)[0])
     nr = 1 << order
-    mem.flags[head] = FL_PAGECACHE | FL_UPTODATE | FL_LRU | FL_SWAPBACKED
-    mem.refcount[head] = nr                  # one reference per page in the cache
-    mem.memcg[head] = memcg
-    mem.mapping[head] = obj.id
-    mem.index[head] = start
+    _init_cache_folios(k, obj, head, start, nr, memcg)
     obj.pages[start:start + nr] = head + np.arange(nr)
     if order:
         k.count_event('mthp/%dkB/shmem_alloc' % (4 << order))

@@ -171,6 +171,13 @@ class PageTable:
             return pfn, bits
         klo = vlo >> PTE_SHIFT
         nblk = ((vhi - 1) >> PTE_SHIFT) + 1 - klo
+        if nblk == 1:
+            off = vlo & (PTRS_PER_PTE - 1)
+            val = int(self.val[a])
+            if self.kind[a] == TABLE:
+                return self.tpfn[val, off:off + n].copy(), self.tbits[val, off:off + n].copy()
+            bits[:] = self.lbits[a]
+            return np.arange(val + off, val + off + n, dtype=np.int64), bits
         keys, kind, val = self.keys[a:b], self.kind[a:b], self.val[a:b]
         bp = np.full((nblk, PTRS_PER_PTE), -1, dtype=np.int64)
         bb = np.zeros((nblk, PTRS_PER_PTE), dtype=np.uint8)

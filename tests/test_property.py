@@ -41,7 +41,8 @@ from mmcore.config import KernelConfig
 from mmcore.errors import StepError
 from mmcore.kernel import Kernel
 from mmcore.mapcount import folio_maybe_mapped_shared
-from mmcore.memory import FL_ANON, FL_PARTIALLY_MAPPED, FL_SWAPBACKED, HPAGE_PMD_NR, PAGE_SIZE
+from mmcore.memory import (FL_ANON, FL_PARTIALLY_MAPPED, FL_SWAPBACKED, HPAGE_PMD_NR, PAGE_SIZE,
+                           FolioField)
 from mmcore.mm import PTE_PMD, PTE_YOUNG, VM_READ, VM_WRITE
 from mmcore import query
 from mmcore.scenario import (Exit, Fork, Madvise, Mmap, Mprotect, Mremap, Munmap, NamedRange,
@@ -170,20 +171,39 @@ MEM_ARRAYS = ('free', 'head', 'order', 'refcount', 'large_mapcount', 'entire_map
 
 
 def fingerprint(k):
-    """Copies of everything a step can change, except the clock."""
-    arrays = [getattr(k.mem, name).copy() for name in MEM_ARRAYS]
+    """Copies of everything a step can change, except the clock.  Per-folio
+    fields are copied as stored (per folio slot, with the frames' slots),
+    which is cheap; same_state() compares them per PFN when they differ."""
+    mem = k.mem
+    arrays = [mem.slot.copy()] + [getattr(mem, '_f_' + name, None) if
+                                  isinstance(getattr(mem, name), FolioField) else getattr(mem, name)
+                                  for name in MEM_ARRAYS]
+    arrays = [a.copy() for a in arrays]
+    folio = [isinstance(getattr(mem, name), FolioField) for name in MEM_ARRAYS]
     procs = []
     for pid in sorted(k.processes):
         p = k.processes[pid]
         procs.append((pid, p.mm.mm_id, sorted(p.mm.rss.items()), sorted(p.mm.pte_tables),
                       sorted((key, tuple(v)) for key, v in p.pins.items()),
                       [(v.start, v.end, v.flags, v.kind, v.name, v.pgoff, v.anon_vma,
-                        v.range_start, v.pfn.tobytes(), v.bits.tobytes()) for v in p.mm.vmas]))
-    return arrays, procs, [obj.pages.tobytes() for obj in k.objects]
+                        v.range_start) + tuple(a.tobytes() for a in v.ptes())
+                       for v in p.mm.vmas]))
+    return (arrays, folio), procs, [obj.pages.tobytes() for obj in k.objects]
+
+
+def _per_pfn(arrays, folio):
+    slot = arrays[0]
+    return [a[slot] if f else a for a, f in zip(arrays[1:], folio)]
 
 
 def same_state(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(a[0], b[0])) and a[1:] == b[1:]
+    (raw_a, folio), (raw_b, _) = a[0], b[0]
+    if not all(np.array_equal(x, y) for x, y in zip(raw_a, raw_b)):
+        # slots may be handed out differently for the same folios
+        if not all(np.array_equal(x, y) for x, y in zip(_per_pfn(raw_a, folio),
+                                                         _per_pfn(raw_b, folio))):
+            return False
+    return a[1:] == b[1:]
 
 
 def layout(k):
