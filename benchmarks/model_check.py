@@ -2,7 +2,8 @@
 """Long model-checking runs of the mm core against the precise model.
 
     .venv/bin/python benchmarks/model_check.py [--ops N] [--seconds S]
-        [--check-every K] [--sequence L] [--seed SEED]
+        [--check-every K] [--sequence L] [--seed SEED] [--width 64|32|both]
+        [--jobs J] [--report-every R]
 
 drives the operations of the hypothesis state machine of
 tests/test_property.py (mmap, read, write, munmap, madvise, mprotect,
@@ -17,13 +18,15 @@ RSS counters, content, and across configs equal decisions and Rss and USS
 never over-estimated without per-page mapcounts) every K operations and at
 the end of each sequence of L operations, vectorised over all frames.
 
-Runs until N operations or S seconds, whichever comes first, and prints the
-operations done (per config: every operation runs on each of the four
+Runs until N operations or S seconds, whichever comes first (in J worker
+processes with seeds SEED..SEED+J-1, the operations split between them, a
+line from each every R seconds), and prints the operations done (per config: every operation runs on each of the four
 kernels), the invariant checks made and the rate.  On a violation it prints
 the steps of the sequence as a scenario file and exits 1.
 """
 import argparse
 import importlib.util
+import multiprocessing
 import random
 import sys
 import time
@@ -79,16 +82,17 @@ class _Data:
 def load_machine(width='both'):
     """A private copy of tests/test_property.py whose operations draw from
     _Strategies (the test module itself stays untouched); `width` 64 or 32
-    keeps only that pair of kernels (half the work)."""
+    keeps only the kernels of that word size (half the work)."""
     spec = importlib.util.spec_from_file_location('_model_check_property',
                                                   ROOT / 'tests' / 'test_property.py')
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.st = _Strategies
     if width != 'both':
-        pair = mod.WIDTH_PAIRS[0 if width == '64' else 1]
-        mod.CONFIGS = tuple(mod.CONFIGS[i] for i in pair)
-        mod.WIDTH_PAIRS = ((0, 1),)
+        bits = int(width)
+        mod.CONFIGS = tuple(c for c in mod.CONFIGS if c.bits == bits)
+        # the PAGE_MAPCOUNT kernel against each of the others
+        mod.WIDTH_PAIRS = tuple((0, i) for i in range(1, len(mod.CONFIGS)))
     notes = []
     mod.note = notes.append
     return mod, notes
@@ -116,7 +120,9 @@ class Run:
         m.consistent()
         self.checks += 1
 
-    def run(self, max_ops, deadline):
+    def run(self, max_ops, deadline, report_every=None, tag=''):
+        next_report = time.monotonic() + report_every if report_every else float('inf')
+        start = time.monotonic()
         while self.ops < max_ops and time.monotonic() < deadline:
             m = self.new_machine()
             for i in range(1, self.sequence + 1):
@@ -124,10 +130,26 @@ class Run:
                 self.ops += 1
                 if i % self.check_every == 0 or i == self.sequence or self.ops >= max_ops:
                     self.check(m)
-                if self.ops >= max_ops or time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= next_report:
+                    print('%s%d operations, %d invariant checks, %.0f s' %
+                          (tag, self.ops, self.checks, now - start), flush=True)
+                    next_report = now + report_every
+                if self.ops >= max_ops or now >= deadline:
                     if i % self.check_every:
                         self.check(m)
                     break
+
+
+def _job(args):
+    """One worker process: (ops, checks, sequences, violation or None)."""
+    seed, ops, deadline, check_every, sequence, width, report_every = args
+    r = Run(seed, check_every, sequence, width)
+    try:
+        r.run(ops, deadline, report_every, '[seed %d] ' % seed)
+    except AssertionError as e:
+        return r.ops, r.checks, r.sequences, (seed, str(e)[:4000], r.notes[-1:])
+    return r.ops, r.checks, r.sequences, None
 
 
 def main(argv=None):
@@ -139,22 +161,39 @@ def main(argv=None):
                     help='operations per sequence before a fresh machine')
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--width', choices=('both', '64', '32'), default='both',
-                    help='the 64-bit pair, the 32-bit pair or both (default)')
+                    help='the kernels of the 64-bit word size, the 32-bit one or both (default)')
+    ap.add_argument('--jobs', type=int, default=1, metavar='J',
+                    help='worker processes, each with its own seed (default 1)')
+    ap.add_argument('--report-every', type=float, default=None, metavar='R',
+                    help='print progress every R seconds')
     args = ap.parse_args(argv)
-    r = Run(args.seed, args.check_every, args.sequence, args.width)
+    if args.ops < 1 or args.jobs < 1 or args.check_every < 1 or args.sequence < 1:
+        ap.error('--ops, --jobs, --check-every and --sequence must be at least 1')
     start = time.monotonic()
-    try:
-        r.run(args.ops, start + args.seconds)
-    except AssertionError as e:
-        print('INVARIANT VIOLATED after %d operations: %s' % (r.ops, str(e)[:4000]))
-        for n in r.notes[-1:]:
-            print(n)
-        return 1
+    deadline = start + args.seconds
+    shares = [args.ops // args.jobs + (j < args.ops % args.jobs) for j in range(args.jobs)]
+    work = [(args.seed + j, n, deadline, args.check_every, args.sequence, args.width,
+             args.report_every) for j, n in enumerate(shares) if n]
+    if len(work) == 1:
+        results = [_job(work[0])]
+    else:
+        with multiprocessing.get_context('fork').Pool(len(work)) as pool:
+            results = pool.map(_job, work)
     took = time.monotonic() - start
+    ops = sum(r[0] for r in results)
+    configs = load_machine(args.width)[0].CONFIGS
+    for r in results:
+        if r[3] is not None:
+            seed, what, notes = r[3]
+            print('INVARIANT VIOLATED (seed %d) after %d operations: %s' % (seed, r[0], what))
+            for n in notes:
+                print(n)
+            return 1
     print('%d operations on each of %d kernel configs (%s), %d sequences, %d invariant checks, '
-          '%.1f s, %.0f operations/s' % (r.ops, len(r.mod.CONFIGS),
-                                        ', '.join(c.name for c in r.mod.CONFIGS),
-                                        r.sequences, r.checks, took, r.ops / took if took else 0))
+          '%d job%s, %.1f s, %.0f operations/s' % (
+              ops, len(configs), ', '.join(c.name for c in configs), sum(r[2] for r in results),
+              sum(r[1] for r in results), len(work), 's' if len(work) > 1 else '', took,
+              ops / took if took else 0))
     return 0
 
 

@@ -39,4 +39,14 @@ def test_the_checks_catch_a_broken_refcount():
 def test_main_prints_the_counts(capsys):
     assert model_check.main(['--ops', '20', '--check-every', '5', '--width', '64']) == 0
     out = capsys.readouterr().out
-    assert out.startswith('20 operations on each of 2 kernel configs') and 'invariant checks' in out
+    # --width 64: the three configs of that word size
+    assert out.startswith('20 operations on each of 3 kernel configs (page_mapcount, '
+                          'no_page_mapcount, total_mapped_pages)') and 'invariant checks' in out
+
+
+def test_jobs_split_the_operations(capsys):
+    assert model_check.main(['--ops', '21', '--check-every', '5', '--width', '32',
+                             '--jobs', '2']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('21 operations on each of 3 kernel configs (page_mapcount-32bit, ')
+    assert ', 2 jobs, ' in out

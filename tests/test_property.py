@@ -496,7 +496,8 @@ class MMCore(RuleBasedStateMachine):
         self.pins = [{FIRST_PID: {}} for _ in CONFIGS]
         self.next_pid = FIRST_PID + 1
         self.failed = False
-        self.contents = [ContentModel() for _ in WIDTH_PAIRS]
+        # one content model per width, followed on its PAGE_MAPCOUNT kernel
+        self.contents = {i: ContentModel() for i in dict.fromkeys(a for a, _ in WIDTH_PAIRS)}
         # pid -> {range name: pages a span may reach}: the book's size, but
         # never past the range's mapping after a refused mremap
         self.limit = {FIRST_PID: {}}
@@ -555,7 +556,7 @@ class MMCore(RuleBasedStateMachine):
     def follow_content(self, step):
         """Tells each width's content model what the step did there;
         private content of pages left unmapped is forgotten."""
-        for (i, _), c in zip(WIDTH_PAIRS, self.contents):
+        for i, c in self.contents.items():
             k = self.kernels[i]
             self.content_effect(k, c, step, self.errors[i])
             for proc in k.processes.values():
@@ -563,7 +564,7 @@ class MMCore(RuleBasedStateMachine):
 
     def content_model(self, i):
         """The content model of kernel i's width."""
-        return self.contents[[j for j, pair in enumerate(WIDTH_PAIRS) if i in pair][0]]
+        return self.contents[[a for a, b in WIDTH_PAIRS if i in (a, b)][0]]
 
     @staticmethod
     def content_effect(k, c, step, err):
