@@ -48,7 +48,7 @@ def pid_dir(k, proc):
 
     def read_pagemap(offset, size, ctx):
         return pidfiles.pagemap_entries(k, proc, offset // 8, size // 8,
-                                        ctx.capable).astype('<u8').tobytes()
+                                        ctx.capable).astype('<u8', copy=False).tobytes()
 
     def pagemap_extents():
         return [((v.vpn0 + lo) * 8, n * 8) for v in proc.mm.vmas

@@ -174,10 +174,12 @@ class BinaryFile(Node):
         if offset >= self.size_limit or size == 0:
             return b''
         size = min(size, self.size_limit - offset)
-        data = bytes(self._read(offset, size, ctx))
+        data = self._read(offset, size, ctx)
+        if type(data) is not bytes:
+            data = bytes(data)
         if len(data) < size:
-            data += bytes(size - len(data))
-        return data[:size]
+            return data + bytes(size - len(data))
+        return data if len(data) == size else data[:size]
 
     def extents(self):
         """Populated (offset, length) pairs clipped to [0, size_limit), sorted
