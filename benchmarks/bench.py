@@ -8,7 +8,7 @@ running kernel by a small C program (benchmarks/bench_real.c, built with
 gcc) under flock /tmp/thp-knobs.lock, every THP knob it touches restored,
 and the ratios emulator/real are printed.  Figures are medians of --runs.
 
-    .venv/bin/python benchmarks/bench.py [--real] [--runs 3] [--quick]
+    .venv/bin/python benchmarks/bench.py [--real] [--runs 3] [--quick] [--only fuse]
 """
 import argparse
 import contextlib
@@ -356,13 +356,19 @@ def section_fuse(args, real):
     print()
 
 
+SECTIONS = ('ops', 'growth', 'memory', 'fuse', 'many')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--real', action='store_true', help='time the running kernel too (root)')
     ap.add_argument('--runs', type=int, default=3)
     ap.add_argument('--quick', action='store_true', help='skip 4G growth and the 64G case')
+    ap.add_argument('--only', choices=SECTIONS, action='append',
+                    help='run only this section (repeatable); default: all')
     args = ap.parse_args()
+    only = set(args.only or SECTIONS)
     real = None
     print('# mmemu benchmark (%s, %s)' % (os.uname().release, time.strftime('%Y-%m-%d %H:%M UTC',
                                                                           time.gmtime())))
@@ -375,11 +381,15 @@ def main():
                 set_mode(mode)
                 res = [real_run(exe, GiB) for _ in range(args.runs)]
                 real[mode] = {op: statistics.median(r[op] for r in res) for op in res[0]}
-    section_ops(args, real)
-    section_growth(args)
-    section_memory()
-    section_fuse(args, real)
-    if not args.quick:
+    if 'ops' in only:
+        section_ops(args, real)
+    if 'growth' in only:
+        section_growth(args)
+    if 'memory' in only:
+        section_memory()
+    if 'fuse' in only:
+        section_fuse(args, real)
+    if 'many' in only and not args.quick:
         section_many()
     print('peak RSS of the benchmark process: %d MiB'
           % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024))

@@ -29,17 +29,15 @@ from .memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 # PFN-indexed helpers shared by the configs ------------------------------------
 
 
-def folio_maybe_mapped_shared(mem, heads):
-    """folio_maybe_mapped_shared() (include/linux/mm.h, semantics.md 5.1):
-    small folios: mapcount > 1; large: false if the large mapcount is <= 1,
-    else the shared bit."""
-    heads = np.asarray(heads, dtype=np.int64)
-    small = mem.order[heads] == 0
-    out = np.empty(len(heads), dtype=bool)
-    out[small] = mem.page_mapcount[heads[small]] > 1
-    lg = heads[~small]
-    out[~small] = (mem.large_mapcount[lg] > 1) & mem.maybe_shared[lg]
-    return out
+def folio_maybe_mapped_shared(mem, pfns):
+    """folio_maybe_mapped_shared() (include/linux/mm.h, semantics.md 5.1)
+    of the folios of `pfns` (any page of each folio): small folios:
+    mapcount > 1; large: false if the large mapcount is <= 1, else the
+    shared bit."""
+    pfns = np.asarray(pfns, dtype=np.int64)
+    order, lm, shared = mem.folio_fields(pfns, 'order', 'large_mapcount', 'maybe_shared')
+    # a small folio's only page is its head
+    return np.where(order == 0, mem.page_mapcount[pfns] > 1, (lm > 1) & shared)
 
 
 def folio_average_page_mapcount(mem, heads):
@@ -158,7 +156,7 @@ class PageMapcount(EntireMapcount):
     # read side --------------------------------------------------------------
     def precise(self, mem, pfns):
         """folio_precise_page_mapcount(): page->_mapcount + 1 + E."""
-        return mem.page_mapcount[pfns] + mem.entire_mapcount[mem.head[pfns]]
+        return mem.page_mapcount[pfns] + mem.folio_fields(pfns, 'entire_mapcount')[0]
 
     def kpagecount(self, mem, pfns):
         return self.precise(mem, pfns)
@@ -229,7 +227,7 @@ class NoPageMapcount(EntireMapcount):
         return (self.average(mem, heads), ~folio_maybe_mapped_shared(mem, heads))
 
     def pagemap_exclusive(self, mem, pfns):
-        return ~folio_maybe_mapped_shared(mem, mem.head[pfns])
+        return ~folio_maybe_mapped_shared(mem, pfns)
 
     def numa_mapcount(self, mem, pfns):
         return self.average(mem, mem.head[pfns])

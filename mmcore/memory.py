@@ -110,8 +110,8 @@ class FolioField(NDArrayOperatorsMixin):
 
     def _key(self, key):
         if isinstance(key, tuple):
-            return (self.mem.slot[key[0]],) + key[1:]
-        return self.mem.slot[key]
+            return (self.mem.slot_index(key[0]),) + key[1:]
+        return self.mem.slot_index(key)
 
     def __getitem__(self, key):
         return getattr(self.mem, self.attr)[self._key(key)]
@@ -185,10 +185,16 @@ class PhysMem:
         self._free_slots[top:top + len(slots)] = slots
         self._nr_free_slots += len(slots)
 
+    def slot_index(self, pfns):
+        """The folio slots of pfns as an index: intp, which numpy gathers
+        several times faster than int32."""
+        slots = self.slot[pfns]
+        return slots.astype(np.intp) if isinstance(slots, np.ndarray) else slots
+
     def folio_fields(self, pfns, *names):
         """The per-folio fields `names` of the folios of pfns, with one
         lookup of their slots."""
-        slots = self.slot[pfns]
+        slots = self.slot_index(pfns)
         return tuple(getattr(self, '_f_' + n)[slots] for n in names)
 
     def split_slots(self, head, nr):

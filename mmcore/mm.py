@@ -150,6 +150,13 @@ class VMA:
         v, p, b = self.pt.present_ptes(self.vpn0 + lo, self.vpn0 + self._hi(hi))
         return v - self.vpn0, p, b
 
+    def pte_tables(self, lo=0, hi=None):
+        """(first page index, pfn rows, bits rows) of the PTE tables
+        meeting pages [lo, hi), whole tables of 512 entries each (pages of
+        a table outside [lo, hi) may lie outside the VMA)."""
+        k, p, b = self.pt.tables(self.vpn0 + lo, self.vpn0 + self._hi(hi))
+        return (k << PTE_SHIFT) - self.vpn0, p, b
+
     def pmd_leaves(self, lo=0, hi=None):
         """(first page index, first PFN, bits) of the PMD leaves meeting
         pages [lo, hi)."""

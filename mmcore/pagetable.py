@@ -223,6 +223,14 @@ class PageTable:
         m &= (vp >= vlo) & (vp < vhi)
         return vp[m], tp[m], self.tbits[rows][m]
 
+    def tables(self, vlo, vhi):
+        """(PMD indices, pfn rows, bits rows) of the PTE tables meeting
+        [vlo, vhi): whole 512-entry tables (copies), -1/0 where none."""
+        a, b = self._span(vlo, vhi)
+        t = self.kind[a:b] == TABLE
+        rows = self.val[a:b][t]
+        return self.keys[a:b][t], self.tpfn[rows], self.tbits[rows]
+
     def leaves(self, vlo, vhi):
         """(PMD indices, first PFNs, bits) of the PMD leaves meeting [vlo, vhi)."""
         a, b = self._span(vlo, vhi)

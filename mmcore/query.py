@@ -159,38 +159,82 @@ def vma_pages(k, vma, lo=0, hi=None, present_only=False, whole_leaves=False, sma
         numa_mapcount=numa_mapcount, idx=idx, nr=nr)
 
 
+@dataclass
+class PagemapEntries:
+    """What pagemap shows of some pages of a VMA, at the cost of the
+    entries: PTE tables as whole 512-entry rows, PMD leaves once each.
+    ``tidx``: first page index (in the VMA) of each table, which may lie
+    before the range asked for, and the rows may reach past it; per entry
+    present, pfn, PM_MMAP_EXCLUSIVE, PM_FILE, soft-dirty (rows of 512).
+    ``lidx``: first page index of each leaf, its first PFN and the three
+    bits decided once for the leaf."""
+    tidx: np.ndarray
+    present: np.ndarray
+    pfn: np.ndarray
+    excl: np.ndarray
+    file: np.ndarray
+    soft_dirty: np.ndarray
+    lidx: np.ndarray
+    lpfn: np.ndarray
+    lexcl: np.ndarray
+    lfile: np.ndarray
+    lsoft_dirty: np.ndarray
+
+
 def vma_pagemap(k, vma, lo, hi):
-    """What pagemap shows for VMA pages [lo, hi): (present, pfn,
-    exclusive, file, soft_dirty) per page, the same as vma_pages() but at
-    the cost of the entries: a PMD leaf is decided once, from its first
-    page (semantics.md 12.1), and spread over its pages."""
+    """The PagemapEntries of the page-table entries meeting VMA pages
+    [lo, hi) (pagemap_pmd_range()).
+
+    A present PTE (pte_to_pagemap_entry()) gets PM_FILE and
+    PM_MMAP_EXCLUSIVE only when vm_normal_page() finds a page (not the
+    shared zero page).  A PMD leaf (pagemap_pmd_range_thp()) is decided
+    once from pmd_page(), its first page, for all its 512 entries
+    (semantics.md 12.1); the huge zero page counts as a page there.  The
+    per-page answers are those of vma_pages()."""
     mem = k.mem
     pol = k.policy
-    pfn, bits = vma.ptes(lo, hi)
-    n = len(pfn)
+    tidx, pfn, bits = vma.pte_tables(lo, hi)
     present = pfn >= 0
-    pmd = (bits & PTE_PMD) != 0
-    excl = np.zeros(n, dtype=bool)
-    file = np.zeros(n, dtype=bool)
-    pte = np.flatnonzero(present & ~pmd)
-    if len(pte):
-        f = mem.flags[mem.head[pfn[pte]]]
+    if present.all():
+        # the common case of full tables: no compaction
+        f, = mem.folio_fields(pfn, 'flags')
         normal = (f & FL_ZERO) == 0
-        sel = pte[normal]
-        excl[sel] = pol.pagemap_exclusive(mem, pfn[sel])
-        file[sel] = (f[normal] & FL_ANON) == 0
-    lidx, lpfn, _ = vma.pmd_leaves(lo, hi)
-    if len(lidx):
-        lex = pol.pagemap_exclusive(mem, lpfn)
-        lfile = (mem.flags[mem.head[lpfn]] & FL_ANON) == 0
-        a = np.maximum(lidx, lo) - lo
-        b = np.minimum(lidx + HPAGE_PMD_NR, hi) - lo
-        for arr, val in ((excl, lex), (file, lfile)):
-            cover = np.zeros(n + 1, dtype=np.int64)
-            np.add.at(cover, a[val], 1)
-            np.add.at(cover, b[val], -1)
-            arr |= np.cumsum(cover[:n]) > 0
-    return present, pfn, excl, file, (bits & PTE_SOFT_DIRTY) != 0
+        if normal.all():
+            excl = np.asarray(pol.pagemap_exclusive(mem, pfn), dtype=bool)
+            file = (f & FL_ANON) == 0
+            return _pagemap_leaves(k, vma, lo, hi, PagemapEntries(
+                tidx, present, pfn, excl, file, (bits & PTE_SOFT_DIRTY) != 0,
+                None, None, None, None, None))
+    excl = np.zeros(pfn.shape, dtype=bool)
+    file = np.zeros(pfn.shape, dtype=bool)
+    if present.any():
+        ppfn = pfn[present]
+        f, = mem.folio_fields(ppfn, 'flags')
+        normal = (f & FL_ZERO) == 0
+        if not normal.all():
+            ppfn, f = ppfn[normal], f[normal]
+            sel = present.copy()
+            sel[present] = normal
+        else:
+            sel = present
+        excl[sel] = pol.pagemap_exclusive(mem, ppfn)
+        file[sel] = (f & FL_ANON) == 0
+    return _pagemap_leaves(k, vma, lo, hi, PagemapEntries(
+        tidx, present, pfn, excl, file, (bits & PTE_SOFT_DIRTY) != 0,
+        None, None, None, None, None))
+
+
+def _pagemap_leaves(k, vma, lo, hi, pm):
+    """Fills the PMD-leaf part of `pm` (pagemap_pmd_range_thp())."""
+    mem = k.mem
+    lidx, lpfn, lbits = vma.pmd_leaves(lo, hi)
+    pm.lidx, pm.lpfn = lidx, lpfn
+    pm.lexcl = np.zeros(len(lpfn), dtype=bool)
+    if len(lpfn):
+        pm.lexcl[:] = k.policy.pagemap_exclusive(mem, lpfn)
+    pm.lfile = (mem.folio_fields(lpfn, 'flags')[0] & FL_ANON) == 0
+    pm.lsoft_dirty = (lbits & PTE_SOFT_DIRTY) != 0
+    return pm
 
 
 # --- per PFN -----------------------------------------------------------------------------

@@ -29,8 +29,9 @@ PID_TEXT_FILES = [
 ]
 
 
-def _text(k, fn, *args, mode=0o444, uid=0, gid=0, write_errno=errno.EINVAL):
-    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=gid, write_errno=write_errno)
+def _text(k, fn, *args, mode=0o444, uid=0, gid=0, write_errno=errno.EINVAL, cache=False):
+    return TextFile(lambda: fn(k, *args), mode=mode, uid=uid, gid=gid, write_errno=write_errno,
+                    cache=cache)
 
 
 def _top(k, fn):
@@ -43,12 +44,14 @@ MM_ACCESS_FILES = ('maps', 'smaps', 'smaps_rollup', 'numa_maps', 'pagemap')
 
 
 def pid_dir(k, proc):
-    entries = {name: _text(k, fn, proc, mode=mode, uid=proc.uid, gid=proc.gid)
+    # rendered once per served tree: they show only the kernel's state,
+    # which a served tree never changes (see TextFile)
+    entries = {name: _text(k, fn, proc, mode=mode, uid=proc.uid, gid=proc.gid, cache=True)
                for name, fn, mode in PID_TEXT_FILES}
 
     def read_pagemap(offset, size, ctx):
         return pidfiles.pagemap_entries(k, proc, offset // 8, size // 8,
-                                        ctx.capable).astype('<u8').tobytes()
+                                        ctx.capable).astype('<u8', copy=False).tobytes()
 
     def pagemap_extents():
         return [((v.vpn0 + lo) * 8, n * 8) for v in proc.mm.vmas

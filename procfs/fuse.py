@@ -334,13 +334,15 @@ def _run(root, mountpoint, on_ready, debug, attach=None):
     ops.on_init = ready
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    # attr_timeout=0: lseek(SEEK_END) asks the daemon (see getattr)
+    # attr_timeout=0: lseek(SEEK_END) asks the daemon (see getattr).
+    # nothreads: one thread serves every request (fuse_loop(), -s).  The
+    # handlers only compute, under the GIL, so libfuse's worker threads
+    # gave no concurrency, but each request then ran on whichever thread
+    # woke (a fresh Python thread state per ctypes callback, its own
+    # malloc arena): reads of pagemap ran at half the speed.
     options = dict(foreground=True, fsname='mmemu', subtype='mmemu',
-                   default_permissions=True, direct_io=True, debug=debug, attr_timeout=0)
-    if mfusepy.fuse_version_major == 3:
-        # libfuse 3.14 warns "Ignoring invalid max threads value" unless the
-        # idle-thread limit is given explicitly.
-        options.update(max_idle_threads=10, max_threads=16)
+                   default_permissions=True, direct_io=True, debug=debug, attr_timeout=0,
+                   nothreads=True)
     if os.geteuid() == 0:
         options['allow_other'] = True
     detach = None

@@ -171,26 +171,76 @@ def numa_maps(k, proc):
     return ''.join(out).encode()
 
 
+# make_pme() flags by code present | exclusive << 1 | file << 2 | soft_dirty << 3
+_PM_FLAGS = np.array([(PM_PRESENT if c & 1 else 0) | (PM_MMAP_EXCLUSIVE if c & 2 else 0) |
+                      (PM_FILE if c & 4 else 0) | (PM_SOFT_DIRTY if c & 8 else 0)
+                      for c in range(16)], dtype=np.uint64)
+_PMD_SLOTS = np.arange(HPAGE_PMD_NR, dtype=np.uint64)
+
+
+def _pm_flags(present, excl, file, soft_dirty, out=None):
+    """The flag bits of make_pme() per entry; soft-dirty only on present ones."""
+    code = present.view(np.uint8) | (excl.view(np.uint8) << 1)
+    code |= file.view(np.uint8) << 2
+    code |= (soft_dirty & present).view(np.uint8) << 3
+    return np.take(_PM_FLAGS, code, out=out)
+
+
+def _pagemap_tables(grid, flat, base, v, i0, i1, pm, capable):
+    """The entries of the PTE tables of `pm` (pte_to_pagemap_entry()) for
+    VMA pages [i0, i1) into grid (blocks from PMD index base >> 9)."""
+    rows = ((v.vpn0 + pm.tidx) >> HPAGE_PMD_ORDER) - (base >> HPAGE_PMD_ORDER)
+    inside = (pm.tidx >= i0) & (pm.tidx + HPAGE_PMD_NR <= i1)
+    direct = inside.all() and rows[-1] - rows[0] + 1 == len(rows)
+    # consecutive whole tables are converted in place
+    e = _pm_flags(pm.present, pm.excl, pm.file, pm.soft_dirty,
+                  out=grid[rows[0]:rows[-1] + 1] if direct else None)
+    if capable:
+        np.bitwise_or(e, pm.pfn.view(np.uint64), out=e, where=pm.present)
+    if direct:
+        return
+    grid[rows[inside]] = e[inside]
+    # the edge tables only for the VMA's pages asked for
+    for t in np.flatnonzero(~inside).tolist():
+        s0 = max(i0 - int(pm.tidx[t]), 0)
+        s1 = min(i1 - int(pm.tidx[t]), HPAGE_PMD_NR)
+        dst = v.vpn0 + int(pm.tidx[t]) - base
+        flat[dst + s0:dst + s1] = e[t, s0:s1]
+
+
 def pagemap_entries(k, proc, first_vpn, count, capable):
     """The u64 pagemap entries of virtual pages [first_vpn, first_vpn+count)
-    (pagemap_read()).  Without CAP_SYS_ADMIN the PFN bits read as zero."""
-    out = np.zeros(count, dtype=np.uint64)
+    (pagemap_read() walking pagemap_pmd_range()).  Without CAP_SYS_ADMIN
+    the PFN bits read as zero (pm->show_pfn false).
+
+    Work is proportional to the entries asked for: they are laid out in
+    whole 2M blocks; a PMD leaf fills its block with one broadcast (its
+    flags, frame pmd_pfn() + idx as pagemap_pmd_range_thp() counts), a PTE
+    table is converted row-wise, the rest stays 0 (pagemap_pte_hole())."""
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    kbase = first_vpn >> HPAGE_PMD_ORDER
+    base = kbase << HPAGE_PMD_ORDER
+    pad = first_vpn - base
+    nblk = (pad + count + HPAGE_PMD_NR - 1) >> HPAGE_PMD_ORDER
+    grid = np.zeros((nblk, HPAGE_PMD_NR), dtype=np.uint64)
+    flat = grid.reshape(-1)
     lo_addr = first_vpn << PAGE_SHIFT
     hi_addr = (first_vpn + count) << PAGE_SHIFT
     for v in proc.mm.vmas_in(lo_addr, hi_addr):
-        a = max(v.start, lo_addr)
-        b = min(v.end, hi_addr)
-        i0, i1 = v.page_index(a), v.page_index(b)
-        present, pfn, excl, file, soft_dirty = query.vma_pagemap(k, v, i0, i1)
-        e = np.where(present, np.uint64(PM_PRESENT), np.uint64(0))
-        if capable:
-            e[present] |= pfn[present].astype(np.uint64) & np.uint64(PM_PFN_MASK)
-        e[excl] |= np.uint64(PM_MMAP_EXCLUSIVE)
-        e[file] |= np.uint64(PM_FILE)
-        e[soft_dirty & present] |= np.uint64(PM_SOFT_DIRTY)
-        dst = (a >> PAGE_SHIFT) - first_vpn
-        out[dst:dst + len(e)] = e
-    return out
+        i0 = v.page_index(max(v.start, lo_addr))
+        i1 = v.page_index(min(v.end, hi_addr))
+        pm = query.vma_pagemap(k, v, i0, i1)
+        if len(pm.tidx):
+            _pagemap_tables(grid, flat, base, v, i0, i1, pm, capable)
+        if len(pm.lidx):
+            rows = ((v.vpn0 + pm.lidx) >> HPAGE_PMD_ORDER) - kbase
+            e = _pm_flags(np.ones(len(rows), dtype=bool), pm.lexcl, pm.lfile, pm.lsoft_dirty)
+            if capable:
+                grid[rows] = (e | pm.lpfn.view(np.uint64))[:, None] + _PMD_SLOTS
+            else:
+                grid[rows] = e[:, None]
+    return flat[pad:pad + count]
 
 
 def pagemap_size(proc):

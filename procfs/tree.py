@@ -116,23 +116,37 @@ class TextFile(Node):
     what a write(2) through a write-opened handle fails with: EINVAL for
     files without a write op (do_dentry_open() clears FMODE_CAN_WRITE; all
     of /proc/PID/*), EIO for proc_create() entries without proc_write such
-    as /proc/meminfo (proc_reg_write() -> pde_write())."""
-    file_type = stat.S_IFREG
+    as /proc/meminfo (proc_reg_write() -> pde_write()).
 
-    def __init__(self, render, mode=0o444, uid=0, gid=0, write_errno=errno.EINVAL):
+    ``cache``: the text depends only on state that never changes while this
+    tree is served (a replayed kernel; a live mount swaps in a new tree
+    after each batch of steps), so the first render is kept, up to
+    CACHE_MAX bytes, and later opens get the same bytes.  Files showing
+    the clock (uptime, /proc/stat) are not cached."""
+    file_type = stat.S_IFREG
+    CACHE_MAX = 16 << 20
+
+    def __init__(self, render, mode=0o444, uid=0, gid=0, write_errno=errno.EINVAL, cache=False):
         super().__init__(mode, uid, gid)
         if not callable(render):
             raise TypeError('render must be callable')
         self._render = render
         self.write_errno = write_errno
+        self.cache = cache
+        self._cached = None
 
     def render(self):
+        if self._cached is not None:
+            return self._cached
         data = self._render()
         if isinstance(data, str):
             data = data.encode()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError('render() returned %s, not bytes' % type(data).__name__)
-        return bytes(data)
+        data = bytes(data)
+        if self.cache and len(data) <= self.CACHE_MAX:
+            self._cached = data
+        return data
 
 
 class BinaryFile(Node):
@@ -174,10 +188,12 @@ class BinaryFile(Node):
         if offset >= self.size_limit or size == 0:
             return b''
         size = min(size, self.size_limit - offset)
-        data = bytes(self._read(offset, size, ctx))
+        data = self._read(offset, size, ctx)
+        if type(data) is not bytes:
+            data = bytes(data)
         if len(data) < size:
-            data += bytes(size - len(data))
-        return data[:size]
+            return data + bytes(size - len(data))
+        return data if len(data) == size else data[:size]
 
     def extents(self):
         """Populated (offset, length) pairs clipped to [0, size_limit), sorted

@@ -135,6 +135,28 @@ def test_debugfs_files_are_root_only_and_follow_the_steps(live):
     assert ',101:' in before and ',101:' not in after
 
 
+def rollup_kb(path):
+    with open(path) as f:
+        return {l.split(':')[0]: int(l.split()[1]) for l in f if l.endswith(' kB\n')}
+
+
+def test_a_cached_text_file_follows_the_steps(live):
+    """/proc/PID files are rendered once per served tree (TextFile cache);
+    a step swaps the tree, so the next open shows the new state: a 64K
+    write into a new VMA faults one 64K mTHP (smaps_account() adds the
+    folio's 64 kB to Rss and Anonymous)."""
+    path = os.path.join(live.proc('page_mapcount'), '100', 'smaps_rollup')
+    before = rollup_kb(path)
+    assert rollup_kb(path) == before
+    for step in ('mmap: {pid: 100, name: cached, size: 64K, align: 64K}',
+                 'write: {pid: 100, vma: cached}'):
+        r = mmemu('do', live.mountpoint, step)
+        assert r.returncode == 0, r.stderr
+    after = rollup_kb(path)
+    assert after['Rss'] - before['Rss'] == 64
+    assert after['Anonymous'] - before['Anonymous'] == 64
+
+
 def test_explain_and_map_through_the_mount(live, tmp_path):
     with open(os.path.join(live.proc('no_page_mapcount'), '102', 'maps')) as f:
         heap = next(l for l in f if l.rstrip().endswith('[anon:heap]'))

@@ -188,3 +188,18 @@ def test_export_names_the_node_that_fails(tmp_path):
     root = T.Dir({'proc': T.Dir({'bad': T.TextFile(lambda: 1 / 0)})})
     with pytest.raises(ExportError, match=r'proc/bad: rendering failed: ZeroDivisionError'):
         export(root, str(tmp_path / 'o'))
+
+
+def test_text_file_cache_renders_once():
+    """TextFile(cache=True) keeps its first render (the served state never
+    changes under a tree); without it every open renders again."""
+    calls = []
+
+    def render():
+        calls.append(1)
+        return 'n=%d\n' % len(calls)
+    cached, fresh = T.TextFile(render, cache=True), T.TextFile(render)
+    assert cached.render() == b'n=1\n' and cached.render() == b'n=1\n'
+    assert fresh.render() == b'n=2\n' and fresh.render() == b'n=3\n'
+    big = T.TextFile(lambda: b'x' * (T.TextFile.CACHE_MAX + 1), cache=True)
+    assert len(big.render()) == T.TextFile.CACHE_MAX + 1 and big._cached is None
