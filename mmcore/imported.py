@@ -151,14 +151,53 @@ class _Entries:
             setattr(self, name, getattr(self, name)[order])
 
 
-def build_kernel(config, cap, with_init=True):
-    """A Kernel for `config` holding the captured state."""
-    if config.bits != 64:
-        raise CaptureImportError('%s: a capture of a 64-bit machine cannot be served under the '
-                                 '32-bit kernel config %s' % (cap.path, config.name))
+@dataclass(frozen=True)
+class ImportPlan:
+    """Everything the import decides that no kernel config changes,
+    computed once per capture (plan_import()) and shared by every config's
+    kernel (build_kernel()): the entries to install with their emulated
+    PFNs and final entry bits, the folios, files and page-cache places,
+    the stand-in mappers and the inputs of the MM-ID classification.  Its
+    arrays are read-only."""
+    cap: object
+    frames: int
+    cgroups: list
+    huge_zero: bool
+    order_counts: tuple          # (order, folios) in allocation order
+    emu_head: np.ndarray         # per used folio (ui order): emulated head PFN
+    real_pfn: np.ndarray         # emulated PFN -> real PFN
+    objects: list                # (name, pages, shmem_anon, inode, dev) per file object
+    vma_obj: np.ndarray          # capture VMA row -> object index (-1: none)
+    vma_anon: np.ndarray         # capture VMA row -> has anonymous pages (anon_vma)
+    flags: np.ndarray            # per used folio: FL_* flags, memcg, object, index
+    memcg: np.ndarray
+    mapping: np.ndarray
+    index: np.ndarray
+    anon_exclusive: np.ndarray   # emulated heads whose page is PG_anon_exclusive
+    cache: list                  # per object: (file indices, emulated PFNs)
+    procs: list                  # (process index, [VMA rows], entry slice) in pid order
+    vpn: np.ndarray              # per installed entry, grouped by process
+    pfn: np.ndarray
+    bits: np.ndarray
+    pmd: np.ndarray
+    zero: np.ndarray
+    standins: list               # per stand-in j: its sorted emulated PFNs
+    mmid: tuple                  # (heads, nr_mappers, first page mapped)
+    counts: dict                 # CaptureInfo counters
+
+
+def _frozen(*arrays):
+    for x in arrays:
+        x.flags.writeable = False
+
+
+def plan_import(cap):
+    """The config-independent part of the import of `cap` (ImportPlan)."""
+    from .memory import PhysMem
     a, meta = cap.a, cap.meta
     names = meta['names']
     e = _Entries(cap)
+    counts = {}
 
     # folios and what each entry maps
     fhead = a['folio_head'].astype(np.int64)
@@ -176,68 +215,64 @@ def build_kernel(config, cap, with_init=True):
     fk = fkflags[fi_c] if len(fhead) else np.zeros(len(e.vpn), np.uint64)
     zero = inside & ((fk & np.uint64(1 << KPF_ZERO_PAGE)) != 0)
     normal = inside & ~zero & ((fk & np.uint64(NOT_NORMAL)) == 0) & ~special_vma
-    info = CaptureInfo(cap.path, meta, arrays=a)
     leaf = e.span == HPAGE_PMD_NR
     bad_leaf = normal & leaf & ((forder[fi_c] != HPAGE_PMD_ORDER) | (e.rpfn != fhead[fi_c]))
     normal &= ~bad_leaf
-    info.not_normal = int(e.span[inside & ~zero & ~normal & ~bad_leaf].sum())
-    info.dropped = int(e.span[~inside | bad_leaf].sum())
+    counts['not_normal'] = int(e.span[inside & ~zero & ~normal & ~bad_leaf].sum())
+    counts['dropped'] = int(e.span[~inside | bad_leaf].sum())
     keep = normal | zero
     huge_zero = zero & (forder[fi_c] == HPAGE_PMD_ORDER)
     used = np.zeros(len(fhead), dtype=bool)
     used[fi[normal]] = True
+    ui = np.flatnonzero(used)
 
-    # the emulated machine
+    # the emulated machine, and where the allocator puts each folio: the
+    # packing every config's kernel repeats (largest order first, so that
+    # it keeps natural alignment), done once on a scratch memory
     frames = 1024 + (HPAGE_PMD_NR if huge_zero.any() else 0) + int(fnr[used].sum()) + SLACK_FRAMES
     frames = -(-frames // HPAGE_PMD_NR) * HPAGE_PMD_NR
     memcg_of_ino = {int(k): v for k, v in (meta.get('memcgs') or {}).items()}
     proc_cgroups = [p.get('cgroup', '/') or '/' for p in meta['processes']]
     cgroups = _cgroup_list(proc_cgroups + list(memcg_of_ino.values()))
-    sc = Scenario(path=cap.path, name=cap.name, description='', memory=frames * PAGE_SIZE,
-                  thp=thp_settings(meta), files={}, cgroups=cgroups, processes=[], steps=[],
-                  labels=[])
-    k = Kernel(config, sc, with_init=False)
-    k.capture = info
-    mem = k.mem
+    scratch = PhysMem(frames * PAGE_SIZE)
     if huge_zero.any():
-        mem.get_huge_zero_pfn()
-
-    # allocate: largest order first, so that the packing keeps natural alignment
-    emu_head = np.full(len(fhead), -1, dtype=np.int64)
+        scratch.get_huge_zero_pfn()
+    zero_pfn, huge_zero_pfn = scratch.zero_pfn, scratch.huge_zero_pfn
+    emu_head_f = np.full(len(fhead), -1, dtype=np.int64)
+    order_counts = []
     for order in range(HPAGE_PMD_ORDER, -1, -1):
         sel = np.flatnonzero(used & (forder == order))
         if len(sel):
-            emu_head[sel] = install.alloc_folios(k, order, len(sel))
-    info.real_pfn = np.full(mem.nr_frames, -1, dtype=np.int64)
-    ui = np.flatnonzero(used)
+            emu_head_f[sel] = scratch.alloc(order, len(sel))
+            order_counts.append((order, len(sel)))
+    nr_frames = scratch.nr_frames
+    del scratch
+    real_pfn = np.full(nr_frames, -1, dtype=np.int64)
     if len(ui):
-        span = _expand(emu_head[ui], fnr[ui])
-        info.real_pfn[span] = _expand(fhead[ui], fnr[ui])
+        real_pfn[_expand(emu_head_f[ui], fnr[ui])] = _expand(fhead[ui], fnr[ui])
+    heads_u = emu_head_f[ui]
 
     # files and shmem objects, one per (device, inode)
-    objects = {}
-    vma_obj = [None] * len(a['vma_start'])
-    for vi in range(len(a['vma_start'])):
-        ino = int(a['vma_inode'][vi])
-        if ino == 0:
-            continue
-        key = (int(a['vma_major'][vi]), int(a['vma_minor'][vi]), ino)
-        end_page = int(a['vma_pgoff'][vi]) + int((a['vma_end'][vi] - a['vma_start'][vi]) >> np.uint64(PAGE_SHIFT))
-        name = names[a['vma_name'][vi]]
-        if key not in objects:
-            obj = k._new_object(name, name, end_page * PAGE_SIZE, PAGE_SIZE,
-                                shmem_anon=_shmem_anon_name(name) and bool(a['vma_perms'][vi] & 8))
-            obj.inode = ino
-            obj.dev = key[:2]
-            objects[key] = obj
-        obj = objects[key]
-        if end_page > obj.nr_pages:
-            obj.pages.nr_pages = end_page
-            obj.size = end_page * PAGE_SIZE
-        vma_obj[vi] = obj
+    objects, obj_of = [], {}
+    nv = len(a['vma_start'])
+    vma_obj = np.full(nv, -1, dtype=np.int64)
+    vma_pages = ((a['vma_end'] - a['vma_start']) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    end_pages = a['vma_pgoff'].astype(np.int64) + vma_pages
+    for vi in np.flatnonzero(a['vma_inode'] != 0).tolist():
+        key = (int(a['vma_major'][vi]), int(a['vma_minor'][vi]), int(a['vma_inode'][vi]))
+        end_page = int(end_pages[vi])
+        j = obj_of.get(key)
+        if j is None:
+            name = names[a['vma_name'][vi]]
+            j = obj_of[key] = len(objects)
+            objects.append([name, end_page, _shmem_anon_name(name) and bool(a['vma_perms'][vi] & 8),
+                            key[2], key[:2]])
+        elif end_page > objects[j][1]:
+            objects[j][1] = end_page
+        vma_obj[vi] = j
+    objects = [tuple(o) for o in objects]
 
     # folio state
-    heads_u = emu_head[ui]
     flags = _folio_flags(fkflags[ui])
     anon = (flags & FL_ANON) != 0
     ino = a['page_cgroup'][fpage0[ui]] if len(ui) else np.zeros(0, np.uint64)
@@ -247,69 +282,84 @@ def build_kernel(config, cap, with_init=True):
                      dtype=np.int32)[inv] if len(ui) else np.zeros(0, np.int32)
     mapping = np.full(len(ui), -1, dtype=np.int32)
     index = np.zeros(len(ui), dtype=np.int64)
-    # a non-anon folio mapped through a VMA of a file is in that file's page cache
+    # a non-anon folio mapped through a VMA of a file is in that file's page
+    # cache, at the place its first mapped entry (lowest VMA row, address) says
     pos_of = np.full(len(fhead), -1, dtype=np.int64)
     pos_of[ui] = np.arange(len(ui))
     nidx = np.flatnonzero(normal)
-    has_obj = np.array([o is not None for o in vma_obj], dtype=bool)
-    file_e = nidx[has_obj[e.vma[nidx]]] if len(nidx) else nidx
+    file_e = nidx[vma_obj[e.vma[nidx]] >= 0]
+    cache = [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in objects]
     if len(file_e):
         fpos = pos_of[fi[file_e]]
         nonanon = ~anon[fpos]
         file_e, fpos = file_e[nonanon], fpos[nonanon]
         _, first = np.unique(fpos, return_index=True)
-        for ent, p in zip(file_e[first], fpos[first]):
-            vi = int(e.vma[ent])
-            obj = vma_obj[vi]
-            page_index = int(a['vma_pgoff'][vi]) + int(e.vpn[ent] - (int(a['vma_start'][vi]) >> PAGE_SHIFT))
-            hidx = page_index - int(e.rpfn[ent] - fhead[ui[p]])
-            if hidx < 0:
-                continue
-            mapping[p] = obj.id
-            index[p] = hidx
-            n = int(fnr[ui[p]])
-            lo, hi = hidx, min(hidx + n, obj.nr_pages)
-            obj.pages[lo:hi] = heads_u[p] + np.arange(hi - lo)
+        ent, p = file_e[first], fpos[first]
+        vi = e.vma[ent]
+        page_index = a['vma_pgoff'][vi].astype(np.int64) + e.vpn[ent] - \
+            (a['vma_start'][vi].astype(np.int64) >> PAGE_SHIFT)
+        hidx = page_index - (e.rpfn[ent] - fhead[ui[p]])
+        ok = hidx >= 0
+        ent, p, vi, hidx = ent[ok], p[ok], vi[ok], hidx[ok]
+        obj = vma_obj[vi]
+        mapping[p] = obj
+        index[p] = hidx
+        obj_pages = np.array([o[1] for o in objects], dtype=np.int64)
+        n = np.maximum(np.minimum(hidx + fnr[ui[p]], obj_pages[obj]) - hidx, 0)
+        c_obj = np.repeat(obj, n)
+        c_idx = _expand(hidx, n)
+        c_pfn = _expand(heads_u[p], n)
+        # folio by folio (ascending) as the page cache was filled: a later
+        # folio at the same index replaces an earlier one
+        srt = np.argsort(c_obj, kind='stable')
+        bounds = np.searchsorted(c_obj[srt], np.arange(len(objects) + 1))
+        for j in np.flatnonzero(np.diff(bounds)).tolist():
+            s = srt[bounds[j]:bounds[j + 1]]
+            cache[j] = (c_idx[s], c_pfn[s])
     flags[mapping >= 0] |= FL_PAGECACHE
-    install.set_folios(k, heads_u, flags, memcg, mapping, index)
     owner2 = (fkflags[ui] & np.uint64(1 << KPF_OWNER_2)) != 0
-    mem.anon_exclusive[heads_u[anon & owner2]] = True
+    folio_excl = np.zeros(len(fhead), dtype=bool)
+    folio_excl[ui] = anon & owner2
 
     # emulated PFN of every kept entry
     epfn = np.full(len(e.vpn), -1, dtype=np.int64)
-    epfn[normal] = emu_head[fi[normal]] + (e.rpfn[normal] - fhead[fi[normal]])
+    epfn[normal] = emu_head_f[fi[normal]] + (e.rpfn[normal] - fhead[fi[normal]])
+    epfn[zero & leaf] = huge_zero_pfn
+    epfn[zero & ~leaf] = zero_pfn
     kpc_real = a['page_count'].astype(np.int64)
     page_pos = np.full(len(e.vpn), -1, dtype=np.int64)      # index into page_* arrays
     page_pos[normal] = fpage0[fi[normal]] + (e.rpfn[normal] - fhead[fi[normal]])
+    entry_anon = np.zeros(len(e.vpn), dtype=bool)
+    entry_anon[normal] = anon[pos_of[fi[normal]]]
 
-    # processes and their page tables
+    # the VMAs made (not the gate VMA) and the entry bits: soft-dirty, write
+    # (an exclusive page of a writable VMA), dirty and young fitted to smaps
     vma_start = a['vma_start'].astype(np.int64)
-    vma_end = a['vma_end'].astype(np.int64)
-    order_v = np.argsort(e.vma, kind='stable')
-    bounds = np.searchsorted(e.vma[order_v], np.arange(len(vma_start) + 1))
+    made = vma_start < GATE_START
+    vwrite = (vflags & np.uint64(VM_WRITE)) != 0
+    vshared = (vflags & np.uint64(VM_SHARED)) != 0
+    bits = np.where((e.bits & PB_SOFT_DIRTY) != 0, PTE_SOFT_DIRTY, 0).astype(np.uint8)
+    excl = vshared[e.vma] | folio_excl[np.maximum(fi, 0)]
+    bits[normal & vwrite[e.vma] & excl] |= PTE_WRITE
+    bits[zero] = 0
+    in_made = normal & made[e.vma]
+    bits |= _fit_dirty_young(cap, counts, e, in_made, flags[pos_of[fi_c]] if len(ui) else
+                             np.zeros(len(e.vpn), np.uint32), page_pos, kpc_real)
+    vma_anon = np.bincount(e.vma[normal & entry_anon], minlength=nv) > 0
+
+    # processes (pid order), their VMAs and entries
     procs_meta = meta['processes']
-    vma_made = np.full(len(vma_start), -1, dtype=np.int64)
-    vmas_of = {}
-    for vi in range(len(vma_start)):
-        vmas_of.setdefault(int(a['vma_proc'][vi]), []).append(vi)
-    for pi in sorted(range(len(procs_meta)), key=lambda i: procs_meta[i]['pid']):
-        pm = procs_meta[pi]
-        proc = Process(pm['pid'], pm.get('comm', '?')[:15], pm.get('ppid', 0),
-                       pm.get('cgroup', '/') or '/', MM(k.mm_ids.alloc(), 64),
-                       BOOT_TICKS - HZ, uid=pm.get('uid', 0))
-        k.processes[proc.pid] = proc
-        ptes = []
-        for vi in vmas_of.get(pi, []):
-            if vma_start[vi] >= GATE_START:
-                continue
-            vma = _make_vma(a, names, vi, vma_obj[vi])
-            install.add_vma(proc, vma)
-            info.vmas[vi] = vma
-            vma_made[vi] = vi
-            sel = order_v[bounds[vi]:bounds[vi + 1]]
-            sel = sel[keep[sel]]
-            _map_vma(k, proc, vma, e, sel, epfn, zero, fi, forder, ptes)
-        install.map_ptes_many(k, proc, ptes)
+    vproc = a['vma_proc']
+    rows_of = [[] for _ in procs_meta]
+    for vi in np.flatnonzero(made).tolist():
+        rows_of[vproc[vi]].append(vi)
+    inst = keep & made[e.vma]
+    eproc = vproc[e.vma].astype(np.int64)
+    ie = np.flatnonzero(inst)
+    ie = ie[np.argsort(eproc[ie], kind='stable')]
+    bounds = np.searchsorted(eproc[ie], np.arange(len(procs_meta) + 1))
+    procs = [(pi, rows_of[pi], slice(int(bounds[pi]), int(bounds[pi + 1])))
+             for pi in sorted(range(len(procs_meta)), key=lambda i: procs_meta[i]['pid'])]
 
     # stand-in mappers for mappings outside the capture
     counted = np.zeros(len(kpc_real) + HPAGE_PMD_NR, dtype=np.int64)
@@ -318,15 +368,96 @@ def build_kernel(config, cap, with_init=True):
     counted = np.cumsum(counted)[:len(kpc_real)]
     page_used = np.repeat(used, fnr)
     excess = np.where(page_used, kpc_real - counted, 0)
-    info.kpagecount_below = int(np.count_nonzero(excess < 0))
+    counts['kpagecount_below'] = int(np.count_nonzero(excess < 0))
     excess = np.maximum(excess, 0)
     page_epfn = np.full(len(kpc_real), -1, dtype=np.int64)
     if len(ui):
-        page_epfn[_expand(fpage0[ui], fnr[ui])] = _expand(emu_head[ui], fnr[ui])
-    info.standin_pages = int(np.count_nonzero(excess))
-    info.standin_mappings = int(excess.sum())
-    for j in range(1, int(excess.max()) + 1 if len(excess) else 1):
-        pf = np.sort(page_epfn[excess >= j])
+        page_epfn[_expand(fpage0[ui], fnr[ui])] = _expand(heads_u, fnr[ui])
+    counts['standin_pages'] = int(np.count_nonzero(excess))
+    counts['standin_mappings'] = int(excess.sum())
+    standins = []
+    if counts['standin_pages']:
+        has = np.flatnonzero(excess)
+        order = has[np.argsort(page_epfn[has])]
+        for j in range(1, int(excess.max()) + 1):
+            pf = page_epfn[order[excess[order] >= j]]
+            _frozen(pf)
+            standins.append(pf)
+
+    mmid = _mmid_inputs(vproc, e, normal, epfn, fi, fnr, emu_head_f, ui, excess, fpage0)
+    plan = ImportPlan(cap=cap, frames=frames, cgroups=cgroups, huge_zero=bool(huge_zero.any()),
+                      order_counts=tuple(order_counts), emu_head=heads_u, real_pfn=real_pfn,
+                      objects=objects, vma_obj=vma_obj, vma_anon=vma_anon, flags=flags,
+                      memcg=memcg, mapping=mapping, index=index,
+                      anon_exclusive=heads_u[anon & owner2], cache=cache, procs=procs,
+                      vpn=e.vpn[ie], pfn=epfn[ie], bits=bits[ie], pmd=leaf[ie], zero=zero[ie],
+                      standins=standins, mmid=mmid, counts=counts)
+    _frozen(plan.emu_head, plan.real_pfn, plan.vma_obj, plan.vma_anon, plan.flags, plan.memcg,
+            plan.mapping, plan.index, plan.anon_exclusive, plan.vpn, plan.pfn, plan.bits,
+            plan.pmd, plan.zero, *plan.mmid, *(x for c in cache for x in c))
+    return plan
+
+
+def build_kernel(config, cap, with_init=True):
+    """A Kernel for `config` holding the captured state; `cap` is a
+    capture or its ImportPlan (plan_import()), which several configs
+    share."""
+    plan = cap if isinstance(cap, ImportPlan) else plan_import(cap)
+    cap = plan.cap
+    if config.bits != 64:
+        raise CaptureImportError('%s: a capture of a 64-bit machine cannot be served under the '
+                                 '32-bit kernel config %s' % (cap.path, config.name))
+    a, meta = cap.a, cap.meta
+    names = meta['names']
+    info = CaptureInfo(cap.path, meta, arrays=a)
+    for key, value in plan.counts.items():
+        setattr(info, key, value)
+    sc = Scenario(path=cap.path, name=cap.name, description='', memory=plan.frames * PAGE_SIZE,
+                  thp=thp_settings(meta), files={}, cgroups=plan.cgroups, processes=[], steps=[],
+                  labels=[])
+    k = Kernel(config, sc, with_init=False)
+    k.capture = info
+    mem = k.mem
+    if plan.huge_zero:
+        mem.get_huge_zero_pfn()
+    heads = [install.alloc_folios(k, order, n) for order, n in plan.order_counts]
+    if not np.array_equal(np.sort(np.concatenate(heads)) if heads else np.zeros(0, np.int64),
+                          np.sort(plan.emu_head)):
+        raise AssertionError('the allocator placed the folios elsewhere than the plan')
+    info.real_pfn = plan.real_pfn
+
+    objs = []
+    for name, pages, shmem_anon, ino, dev in plan.objects:
+        obj = k._new_object(name, name, pages * PAGE_SIZE, PAGE_SIZE, shmem_anon=shmem_anon)
+        obj.inode = ino
+        obj.dev = dev
+        objs.append(obj)
+    for obj, (idx, pfn) in zip(objs, plan.cache):
+        if len(idx):
+            obj.pages[idx] = pfn
+    ids = np.array([o.id for o in objs] + [-1], dtype=np.int32)
+    install.set_folios(k, plan.emu_head, plan.flags, plan.memcg, ids[plan.mapping], plan.index)
+    mem.anon_exclusive[plan.anon_exclusive] = True
+
+    procs_meta = meta['processes']
+    for pi, rows, sl in plan.procs:
+        pm = procs_meta[pi]
+        proc = Process(pm['pid'], pm.get('comm', '?')[:15], pm.get('ppid', 0),
+                       pm.get('cgroup', '/') or '/', MM(k.mm_ids.alloc(), 64),
+                       BOOT_TICKS - HZ, uid=pm.get('uid', 0))
+        k.processes[proc.pid] = proc
+        vmas = []
+        for vi in rows:
+            vo = int(plan.vma_obj[vi])
+            vma = _make_vma(a, names, vi, objs[vo] if vo >= 0 else None)
+            vma.anon_vma = bool(plan.vma_anon[vi])
+            info.vmas[vi] = vma
+            vmas.append(vma)
+        install.add_vmas(proc, vmas)
+        install.map_entries(k, proc, plan.vpn[sl], plan.pfn[sl], plan.bits[sl], plan.pmd[sl],
+                            plan.zero[sl])
+
+    for j, pf in enumerate(plan.standins, 1):
         st = Process(-j, 'stand-in', 0, '/', MM(k.mm_ids.alloc(), 64), BOOT_TICKS)
         vma = VMA(STANDIN_BASE, STANDIN_BASE + len(pf) * PAGE_SIZE, VM_READ | VM_MAYREAD |
                   VM_SHARED | VM_MAYSHARE, 'shared-file', '[stand-in]')
@@ -334,8 +465,7 @@ def build_kernel(config, cap, with_init=True):
         install.map_ptes(k, st, vma, np.arange(len(pf)), pf, 0)
         info.standins.append(st)
 
-    _fit_dirty_young(k, cap, info, e, normal & (vma_made[e.vma] >= 0), epfn, page_pos, kpc_real)
-    info.mmid_classes = _mmid_classes(k, a['vma_proc'], e, normal, epfn, fi, fnr, emu_head, ui, excess, fpage0)
+    info.mmid_classes = _mmid_classes(k, *plan.mmid)
     if with_init and 1 not in k.processes:
         k._start_init()
     return k
@@ -355,37 +485,6 @@ def _make_vma(a, names, vi, obj):
               int(a['vma_pgoff'][vi]) if obj is not None else 0)
     vma.shown_name = name
     return vma
-
-
-def _map_vma(k, proc, vma, e, sel, epfn, zero, fi, forder, ptes):
-    """Installs one VMA's entries: PMD leaves (whole PMD-order folios), the
-    zero page and the huge zero page; its PTEs of folios go to `ptes`, for
-    one rmap batch per MM."""
-    if len(sel) == 0:
-        return
-    mem = k.mem
-    idx = e.vpn[sel] - (vma.start >> PAGE_SHIFT)
-    bits = np.where((e.bits[sel] & PB_SOFT_DIRTY) != 0, PTE_SOFT_DIRTY, 0).astype(np.uint8)
-    leaf = e.span[sel] == HPAGE_PMD_NR
-    z = zero[sel]
-    install.map_zero(k, proc, vma, idx[z & leaf], pmd=True)
-    install.map_zero(k, proc, vma, idx[z & ~leaf], pmd=False)
-    writable = bool(vma.flags & VM_WRITE)
-    for is_leaf in (True, False):
-        m = ~z & (leaf == is_leaf)
-        if not m.any():
-            continue
-        pf = epfn[sel[m]]
-        pb = bits[m]
-        if writable:
-            excl = vma.is_shared | mem.anon_exclusive[mem.head[pf]]
-            pb = pb | np.where(excl, PTE_WRITE, 0).astype(np.uint8)
-        if is_leaf:
-            install.map_pmds(k, proc, vma, idx[m], pf, pb)
-        else:
-            ptes.append((vma, idx[m], pf, pb))
-    if (mem.flags[mem.head[epfn[sel[~z]]]] & FL_ANON).any():
-        vma.anon_vma = True
 
 
 def _pick(priv, shar, budget, prefer):
@@ -410,19 +509,21 @@ def _pick(priv, shar, budget, prefer):
     return chosen, (bp - len(ps), bs - len(ss))
 
 
-def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real):
-    """PTE dirty and young bits fitted to each VMA's captured smaps: where a
-    VMA wants every page (or none) beyond its dirty (referenced) folios,
-    that is done for all VMAs at once; the rest choose entries greedily."""
+def _fit_dirty_young(cap, counts, e, normal, fflags, page_pos, kpc_real):
+    """PTE dirty and young bits fitted to each VMA's captured smaps, per
+    entry (`fflags`: its folio's FL_* flags): where a VMA wants every page
+    (or none) beyond its dirty (referenced) folios, that is done for all
+    VMAs at once; the rest choose entries greedily."""
     a = cap.a
     keys = cap.meta['smaps_keys']
+    out = np.zeros(len(e.vpn), dtype=np.uint8)
+    counts['dirty_unmatched'] = 0
     if not all(n in keys for n in ('Private_Dirty', 'Shared_Dirty', 'Referenced')):
-        return
+        return out
     cpd, csd, cref = (keys.index(n) for n in ('Private_Dirty', 'Shared_Dirty', 'Referenced'))
-    mem = k.mem
     sel = np.flatnonzero(normal)
     if len(sel) == 0:
-        return
+        return out
     vi = e.vma[sel]
     span = e.span[sel]
     # private pages of each entry: kpagecount <= 1 (PAGE_MAPCOUNT's rule), by prefix sums
@@ -430,11 +531,10 @@ def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real):
     pos = page_pos[sel]
     priv = csum[pos + span] - csum[pos]
     shar = span - priv
-    f = mem.flags[mem.head[epfn[sel]]]
+    f = fflags[sel]
     anon = (f & FL_ANON) != 0
     nv = len(a['vma_start'])
     sm = a['vma_smaps']
-    vmas = info.vmas
     for what, bit, folio_flag in (('dirty', PTE_DIRTY, FL_DIRTY), ('young', PTE_YOUNG, FL_REFERENCED)):
         forced = (f & folio_flag) != 0
         if what == 'dirty':
@@ -451,40 +551,32 @@ def _fit_dirty_young(k, cap, info, e, normal, epfn, page_pos, kpc_real):
         everything = has & (bp == fp) & (bs == fs)
         partial = has & ~everything & ((bp != 0) | (bs != 0))
         if what == 'dirty':
-            info.dirty_unmatched += int(np.count_nonzero(partial & ((bp < 0) | (bs < 0) |
-                                                                    (bp > fp) | (bs > fs))))
+            counts['dirty_unmatched'] += int(np.count_nonzero(
+                partial & ((bp < 0) | (bs < 0) | (bp > fp) | (bs > fs))))
         mark = ~forced & everything[vi]
-        for v in np.flatnonzero(partial & (bp >= 0) & (bs >= 0)):
-            lo, hi = np.searchsorted(vi, [v, v + 1])
+        todo = np.flatnonzero(partial & (bp >= 0) & (bs >= 0))
+        los = np.searchsorted(vi, todo)
+        his = np.searchsorted(vi, todo + 1)
+        for v, lo, hi in zip(todo.tolist(), los.tolist(), his.tolist()):
             idx = lo + np.flatnonzero(~forced[lo:hi])
             chosen, left = _pick(p_[idx], s_[idx], (int(bp[v]), int(bs[v])), anon[idx])
             mark[idx[chosen]] = True
             if left != (0, 0) and what == 'dirty':
-                info.dirty_unmatched += 1
-        for v in np.unique(vi[mark]):
-            lo, hi = np.searchsorted(vi, [v, v + 1])
-            got = lo + np.flatnonzero(mark[lo:hi])
-            vma = vmas[v]
-            idx = e.vpn[sel[got]] - (vma.start >> PAGE_SHIFT)
-            install.or_bits(vma, idx, span[got], bit)
+                counts['dirty_unmatched'] += 1
+        out[sel[mark]] |= bit
+    return out
 
 
-def _proc_index(cap, pid):
-    for i, p in enumerate(cap.meta['processes']):
-        if p['pid'] == pid:
-            return i
-    return -1
-
-
-def _mmid_classes(k, vma_proc, e, normal, epfn, fi, fnr, emu_head, ui, excess, fpage0):
-    """mmcore.mmid.classify() over every mapped large folio: its number of
-    mappers is its captured MMs plus the stand-ins mapping it (the most
-    missing mappings of any of its pages)."""
-    mem = k.mem
+def _mmid_inputs(vma_proc, e, normal, epfn, fi, fnr, emu_head, ui, excess, fpage0):
+    """The inputs of mmcore.mmid.classify() over every mapped large folio:
+    its emulated head, its number of mappers (its captured MMs plus the
+    stand-ins mapping it: the most missing mappings of any of its pages)
+    and whether page 0 is mapped."""
     large = normal & (fnr[np.maximum(fi, 0)] > 1)
     if not large.any():
-        return {}
-    heads = mem.head[epfn[large]]
+        z = np.zeros(0, dtype=np.int64)
+        return z, z.copy(), np.zeros(0, dtype=bool)
+    heads = emu_head[fi[large]]
     pairs = np.unique(np.stack([heads, vma_proc[e.vma[large]].astype(np.int64)]), axis=1)
     uh, nr_mappers = np.unique(pairs[0], return_counts=True)
     lg = ui[fnr[ui] > 1]
@@ -498,7 +590,14 @@ def _mmid_classes(k, vma_proc, e, normal, epfn, fi, fnr, emu_head, ui, excess, f
     first = np.zeros(len(uh), dtype=bool)
     page0 = epfn[large] == heads
     first[np.searchsorted(uh, heads[page0])] = True
-    cls = classify(mem, uh, nr_mappers, first)
+    return uh, nr_mappers, first
+
+
+def _mmid_classes(k, uh, nr_mappers, first):
+    """mmcore.mmid.classify() of the mapped large folios (_mmid_inputs())."""
+    if len(uh) == 0:
+        return {}
+    cls = classify(k.mem, uh, nr_mappers, first)
     out = {c: uh[cls == c] for c in ('shared', 'single', 'ambiguous')}
     out['three_or_more'] = uh[nr_mappers >= 3]
     return out

@@ -11,8 +11,11 @@ references and the per-mm RSS counters.
   PMD-order folios;
 - ``map_zero(k, proc, vma, idx, pmd)``: the shared zero page per PTE, or
   the huge zero page per PMD (no rmap, no RSS: vm_normal_page() is NULL);
-- ``add_vma(proc, vma)``, ``or_bits(vma, starts, spans, bit)``: a VMA into
-  the mm, and accessed/dirty bits on entries already installed.
+- ``map_entries(k, proc, vpns, pfns, bits, pmd, zero)``: all of them for
+  a whole MM at once (PTEs, PMD leaves, zero pages);
+- ``add_vma(proc, vma)``, ``add_vmas(proc, vmas)``, ``or_bits(vma, starts,
+  spans, bit)``: VMAs into the mm, and accessed/dirty bits on entries
+  already installed.
 """
 import numpy as np
 
@@ -104,6 +107,50 @@ def map_ptes(k, proc, vma, idx, pfns, bits):
     map_ptes_many(k, proc, [(vma, idx, pfns, bits)])
 
 
+def _by_rank(pfns, add):
+    """add(unique pfns) for `pfns`, a repeated one in a further call (an
+    rmap call takes every page or folio once)."""
+    srt = np.sort(pfns)
+    first = np.ones(len(srt), dtype=bool)
+    first[1:] = srt[1:] != srt[:-1]
+    starts = np.flatnonzero(first)
+    rank = np.arange(len(srt)) - np.repeat(starts, np.diff(np.append(starts, len(srt))))
+    for r in range(int(rank.max()) + 1):
+        add(srt[rank == r])
+
+
+def _rmap_add_ptes(k, proc, pfns):
+    """folio_add_*_rmap_ptes() of the MM for `pfns`; a page the MM maps
+    more than once is added in a further call."""
+    _by_rank(pfns, lambda p: k.rmap.add_ptes(proc.mm.mm_id, p))
+    _account(k, proc, k.mem.head[pfns], np.ones(len(pfns), dtype=np.int64))
+
+
+def map_entries(k, proc, vpns, pfns, bits, pmd, zero):
+    """Every present entry of one MM at once, at virtual page numbers
+    `vpns` (of VMAs already added): PTEs, and where `pmd` PMD leaves (vpn
+    the first page of the block, pfn the folio's head); `zero` entries map
+    the zero page or the huge zero page (no rmap, no RSS).  The rmap sees
+    the MM's PMD mappings, then its PTEs, as map_pmds() and map_ptes_many()
+    over its VMAs in turn would do."""
+    vpns = np.asarray(vpns, dtype=np.int64)
+    if len(vpns) == 0:
+        return
+    pt = proc.mm.pt
+    pfns = np.asarray(pfns, dtype=np.int64)
+    bits = np.asarray(bits, dtype=np.uint8)
+    pte = ~pmd
+    pt.set_at(vpns[pte], pfns[pte], bits[pte] | PTE_PRESENT)
+    pt.set_leaves(vpns[pmd] >> 9, pfns[pmd], bits[pmd] | PTE_PRESENT | PTE_PMD)
+    leaves = pfns[pmd & ~zero]
+    if len(leaves):
+        _by_rank(leaves, lambda h: k.rmap.add_pmd(proc.mm.mm_id, h))
+        _account(k, proc, leaves, np.full(len(leaves), HPAGE_PMD_NR, dtype=np.int64))
+    small = pfns[pte & ~zero]
+    if len(small):
+        _rmap_add_ptes(k, proc, small)
+
+
 def map_ptes_many(k, proc, items):
     """map_ptes() over several VMAs of one MM at once: [(vma, idx, pfns,
     bits)].  A page the MM maps more than once (a file mapped twice) is
@@ -117,15 +164,7 @@ def map_ptes_many(k, proc, items):
         _write_ptes(vma, idx, pfns, np.asarray(bits, dtype=np.uint8) | PTE_PRESENT)
         blocks.append((vma.start + (idx << PAGE_SHIFT)) >> 21)
     _note_tables(proc, np.unique(np.concatenate(blocks)))
-    allp = np.concatenate([it[2] for it in items])
-    srt = np.sort(allp)
-    first = np.ones(len(srt), dtype=bool)
-    first[1:] = srt[1:] != srt[:-1]
-    starts = np.flatnonzero(first)
-    rank = np.arange(len(srt)) - np.repeat(starts, np.diff(np.append(starts, len(srt))))
-    for r in range(int(rank.max()) + 1):
-        k.rmap.add_ptes(proc.mm.mm_id, srt[rank == r])
-    _account(k, proc, k.mem.head[allp], np.ones(len(allp), dtype=np.int64))
+    _rmap_add_ptes(k, proc, np.concatenate([it[2] for it in items]))
 
 
 def map_pmds(k, proc, vma, idx, heads, bits):
@@ -160,6 +199,11 @@ def map_zero(k, proc, vma, idx, pmd, bits=0):
 def add_vma(proc, vma):
     """Inserts a VMA (sorted by address) into the process's mm."""
     proc.mm.insert_vma(vma)
+
+
+def add_vmas(proc, vmas):
+    """add_vma() of many VMAs at once (one sort)."""
+    proc.mm.insert_vmas(vmas)
 
 
 def or_bits(vma, starts, spans, bit):

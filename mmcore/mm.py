@@ -288,8 +288,12 @@ class MM:
         return [v for v in self.vmas if v.start < end and v.end > start]
 
     def insert_vma(self, vma):
-        vma.pt = self.pt
-        self.vmas.append(vma)
+        self.insert_vmas([vma])
+
+    def insert_vmas(self, vmas):
+        for vma in vmas:
+            vma.pt = self.pt
+        self.vmas.extend(vmas)
         self.vmas.sort(key=lambda v: v.start)
         self.update_hiwater_vm()
 

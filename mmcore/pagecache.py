@@ -10,7 +10,7 @@ import numpy as np
 from .mm import VM_HUGEPAGE, VM_NOHUGEPAGE
 
 from .memory import (FL_LRU, FL_PAGECACHE, FL_SWAPBACKED, FL_UPTODATE, HPAGE_PMD_ORDER,
-                     PAGE_SHIFT, sorted_unique)
+                     PAGE_SHIFT, sorted_groups, sorted_unique)
 
 SHMEM_DEV = (0, 1)          # the tmpfs superblock's anonymous device
 FIRST_INODE = 1000
@@ -57,14 +57,21 @@ class PageCacheIndex:
         idx = self._indices(key).ravel()
         values = np.broadcast_to(np.asarray(values, dtype=np.int64), idx.shape)
         b = idx >> self.BLOCK_SHIFT
-        for key in sorted_unique(b):
-            m = b == key
-            blk = self.blocks.get(int(key))
+        # one stable sort by block: indices keep their order within a block
+        # (a repeated index takes its last value)
+        order = np.argsort(b, kind='stable') if len(b) > 1 and (b[1:] < b[:-1]).any() else None
+        if order is not None:
+            idx, values, b = idx[order], values[order], b[order]
+        keys, counts = sorted_groups(b)
+        ends = np.cumsum(counts)
+        for key, lo, hi in zip(keys.tolist(), (ends - counts).tolist(), ends.tolist()):
+            blk = self.blocks.get(key)
+            v = values[lo:hi]
             if blk is None:
-                if not (values[m] >= 0).any():
+                if not (v >= 0).any():
                     continue
-                blk = self.blocks[int(key)] = np.full(self.BLOCK, -1, dtype=np.int64)
-            blk[idx[m] & (self.BLOCK - 1)] = values[m]
+                blk = self.blocks[key] = np.full(self.BLOCK, -1, dtype=np.int64)
+            blk[idx[lo:hi] & (self.BLOCK - 1)] = v
 
     def cached(self):
         """(indices, PFNs) of every cached page, in index order."""

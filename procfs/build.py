@@ -180,11 +180,13 @@ def import_all(capture_path, config_paths, stop_at=None, with_init=True):
     """(capture, [(config, Kernel)]): a capture of a real machine imported
     under every config (mmcore.imported)."""
     from mmcore.capture import load_capture
-    from mmcore.imported import build_kernel
+    from mmcore.imported import build_kernel, plan_import
     if stop_at is not None:
         raise ConfigError('%s: a capture has no snapshots (--stop-at %s)' % (capture_path, stop_at))
     cap = load_capture(capture_path)
-    out = [(cfg, build_kernel(cfg, cap, with_init)) for cfg in map(load_kernel_config, config_paths)]
+    configs = [load_kernel_config(path) for path in config_paths]
+    plan = plan_import(cap)          # the config-independent part, once
+    out = [(cfg, build_kernel(cfg, plan, with_init)) for cfg in configs]
     _check_unique_names(out)
     return cap, out
 
