@@ -205,6 +205,8 @@ def main():
             p[key] = getattr(args, key)
     tmp = Path(tempfile.mkdtemp(prefix='mmemu-bench-capture-'))
     path = args.keep or str(tmp / 'big.npz')
+    if not path.endswith('.npz'):
+        path += '.npz'      # what np.savez_compressed() writes
     t = time.monotonic()
     in_use, mapped = synth(path, p['procs'], size_bytes(p['shared']), size_bytes(p['private']),
                            size_bytes(p['small']), p['small_vmas'], size_bytes(p['mthp']),
