@@ -191,9 +191,9 @@ def main():
     ap.add_argument('--procs', type=int)
     ap.add_argument('--shared')
     ap.add_argument('--private')
-    ap.add_argument('--small', help='order-0 anonymous pages per process')
+    ap.add_argument('--small', help='size of the order-0 anonymous pages per process (4M)')
     ap.add_argument('--small-vmas', type=int, help='VMAs those are spread over')
-    ap.add_argument('--mthp', help='PTE-mapped 64K anonymous folios per process')
+    ap.add_argument('--mthp', help='size of the PTE-mapped 64K anonymous folios per process (4M)')
     ap.add_argument('--files', type=int, help='files in the page cache, mapped by all')
     ap.add_argument('--mount', action='store_true')
     ap.add_argument('--tools', action='store_true', help='time `mmemu tools` too')
@@ -203,6 +203,9 @@ def main():
     for key in p:
         if getattr(args, key) is not None:
             p[key] = getattr(args, key)
+    for key, unit in (('shared', 2 << 20), ('private', 2 << 20), ('small', 4 << 10), ('mthp', 64 << 10)):
+        if size_bytes(p[key]) % unit:
+            ap.error('--%s %s is not a multiple of %d kB' % (key, p[key], unit >> 10))
     tmp = Path(tempfile.mkdtemp(prefix='mmemu-bench-capture-'))
     path = args.keep or str(tmp / 'big.npz')
     if not path.endswith('.npz'):

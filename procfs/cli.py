@@ -539,7 +539,8 @@ def _is_user_error(e):
     """OSErrors and the exceptions our own packages raise (ScenarioError,
     ConfigError, MountError, ...) carry a message for the user; anything
     else (TypeError, KeyError, ...) is a bug."""
-    return isinstance(e, OSError) or type(e).__module__.split('.')[0] in ('mmcore', 'procfs')
+    return isinstance(e, (OSError, CliError)) or \
+        type(e).__module__.split('.')[0] in ('mmcore', 'procfs')
 
 
 # positionals each command needs; `--config A B SCENARIO` leaves them at the

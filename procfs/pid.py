@@ -77,11 +77,13 @@ def maps(k, proc):
     return ''.join(lines).encode()
 
 
-def vma_counters(k, vma):
+def vma_counters(k, vma, pv=None):
     """smaps_account() over the present normal pages of a VMA.  A PMD leaf
     whose pages all count the same is accounted once, as one page, and
-    scaled by its 512 pages (every counter is a sum over pages)."""
-    pv = query.vma_pages(k, vma, whole_leaves=True, smaps_only=True)
+    scaled by its 512 pages (every counter is a sum over pages).  `pv`: the
+    VMA's query.vma_pages(whole_leaves=True), where already read."""
+    if pv is None:
+        pv = query.vma_pages(k, vma, whole_leaves=True, smaps_only=True)
     total = SmapsCounters()
     for nr in (1, HPAGE_PMD_NR):
         sel = pv.normal & (pv.nr == nr)

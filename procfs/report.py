@@ -111,28 +111,41 @@ def diff_report(scenario, kernels, only_diff=True):
 
 # --- tools ------------------------------------------------------------------------------------
 
+def _mapped_pfns(proc, mem):
+    """PFN of every page the process maps, in address order, zero pages
+    left out (they belong to nobody)."""
+    pf = [v.mapped_pfns() for v in proc.mm.vmas]
+    pf = np.concatenate(pf) if pf else np.zeros(0, dtype=np.int64)
+    return pf[(mem.flags[mem.head[pf]] & FL_ZERO) == 0] if len(pf) else pf
+
+
 def true_values(k):
     """The precise model: per process true USS (pages no other process
     maps), true PSS (each page shared evenly by its mappings), RSS; and
-    system-wide the anon pages that are mapped.  The stand-in mappers of a
-    capture map pages too (processes outside the capture)."""
+    system-wide the anon pages that are mapped, and per frame whether a
+    process (not a stand-in) maps it.  The stand-in mappers of a capture
+    map pages too (processes outside the capture)."""
     mem = k.mem
-    per_proc = {}
     standins = {st.pid: st for st in k.capture.standins} if getattr(k, 'capture', None) else {}
-    for pid, p in list(k.processes.items()) + list(standins.items()):
-        pf = [v.mapped_pfns() for v in p.mm.vmas]
-        pf = np.concatenate(pf) if pf else np.zeros(0, dtype=np.int64)
-        pf = pf[(mem.flags[mem.head[pf]] & FL_ZERO) == 0] if len(pf) else pf
-        per_proc[pid] = pf
-    all_pf = np.concatenate(list(per_proc.values())) if per_proc else np.zeros(0, dtype=np.int64)
-    maps = np.bincount(all_pf, minlength=mem.nr_frames) if len(all_pf) else np.zeros(mem.nr_frames, int)
+    maps = np.zeros(mem.nr_frames, dtype=np.int64)
     owners = np.zeros(mem.nr_frames, dtype=np.int64)
-    for pf in per_proc.values():
-        owners[np.unique(pf)] += 1
-    out = {}
-    for pid, pf in per_proc.items():
-        if pid in standins:
+    by_procs = np.zeros(mem.nr_frames, dtype=bool)
+    seen = np.zeros(mem.nr_frames, dtype=bool)
+    per_proc = {}
+    for pid, p in list(k.processes.items()) + list(standins.items()):
+        pf = _mapped_pfns(p, mem)
+        if not len(pf):
             continue
+        maps += np.bincount(pf, minlength=mem.nr_frames)
+        seen[pf] = True
+        owners += seen
+        seen[pf] = False
+        if pid not in standins:
+            by_procs[pf] = True
+            per_proc[pid] = pf
+    out = {}
+    for pid in k.processes:
+        pf = per_proc.get(pid, np.zeros(0, dtype=np.int64))
         out[pid] = {
             'uss': int(np.count_nonzero(owners[pf] == 1)) * KB,
             'pss': int((PAGE_SIZE / maps[pf]).sum()) >> 10 if len(pf) else 0,
@@ -140,18 +153,25 @@ def true_values(k):
         }
     mapped = np.flatnonzero(maps)
     anon = mapped[(mem.flags[mem.head[mapped]] & FL_ANON) != 0]
-    return out, {'anon_pages': len(anon) * KB, 'file_mapped': (len(mapped) - len(anon)) * KB}
+    return out, {'anon_pages': len(anon) * KB, 'file_mapped': (len(mapped) - len(anon)) * KB,
+                 'mapped_by_processes': by_procs}
 
 
 def tool_facts(k, proc):
+    """What each family of tools computes for one process: smaps_rollup
+    sums, and the pagemap/kpagecount walk over its present pages.  A PMD
+    leaf whose pages all answer alike (query.vma_pages whole_leaves) is
+    looked at once and counted for its 512 pages."""
     total = SmapsCounters()
     excl = kpc1 = 0
     for v in proc.mm.vmas:
-        total = total + pidfiles.vma_counters(k, v)
-        pv = query.vma_pages(k, v, present_only=True)
-        excl += int(np.count_nonzero(pv.pm_exclusive & pv.present))
-        if pv.present.any():
-            kpc1 += int(np.count_nonzero(query.kpagecount(k, pv.pfn[pv.present]) == 1))
+        pv = query.vma_pages(k, v, whole_leaves=True)
+        total = total + pidfiles.vma_counters(k, v, pv)
+        present = pv.present
+        excl += int(pv.nr[pv.pm_exclusive & present].sum())
+        if present.any():
+            one = query.kpagecount(k, pv.pfn[present]) == 1
+            kpc1 += int(pv.nr[present][one].sum())
     s = query.mm_stats(k, proc)
     return {
         'uss_smaps': (total.private_clean + total.private_dirty) >> 10,
@@ -190,7 +210,7 @@ def tools_report(scenario, kernels):
             rows.append((label, *vals, truth[pid][tkey]))
         out.append(_tools_table('pid %d (%s)' % (pid, k0.processes[pid].comm), header, rows))
         if captured:
-            extra = uss_range_rows(kernels, pid)
+            extra = uss_range_rows(kernels, pid, facts)
             if extra:
                 out.append(_range_lines(extra, names))
             out.append(real_kernel_line(k0, pid))
@@ -205,19 +225,17 @@ def tools_report(scenario, kernels):
         rows.append((label, *vals, sys_truth[tkey]))
     for cg in k0.cgroups:
         vals = [query.memcg_stats(k, cg, hierarchical=True)['anon_mapped'] * KB for _, k in kernels]
-        truth_cg = _true_memcg_anon(k0, cg)
+        truth_cg = _true_memcg_anon(k0, cg, sys_truth['mapped_by_processes'])
         rows.append(('memcg %s anon / v1 rss' % cg, *vals, truth_cg))
     out.append(_tools_table('system', header, rows))
     return '\n'.join(out) + '\n'
 
 
-def _true_memcg_anon(k, cg):
+def _true_memcg_anon(k, cg, mapped):
+    """Anon pages mapped by the processes, charged to cgroup `cg` or below."""
     mem = k.mem
     idx = [i for i, c in enumerate(k.cgroups) if c == cg or cg == '/' or c.startswith(cg + '/')]
-    pf = [v.mapped_pfns() for p in k.processes.values() for v in p.mm.vmas]
-    if not pf:
-        return 0
-    pf = np.unique(np.concatenate(pf))
+    pf = np.flatnonzero(mapped)
     heads = mem.head[pf]
     sel = ((mem.flags[heads] & FL_ANON) != 0) & np.isin(mem.memcg[heads], idx)
     return int(np.count_nonzero(sel)) * KB
@@ -291,24 +309,21 @@ def capture_summary(k, names):
     return '\n'.join(lines)
 
 
-def _uss_pair(k, proc):
-    f = tool_facts(k, proc)
-    return f['uss_smaps'], f['uss_pagemap']
-
-
-def uss_range_rows(kernels, pid):
+def uss_range_rows(kernels, pid, facts=None):
     """USS (Σ Private_*, and pages with bit 56) of one process under each
     config as 'best..worst' over the MM-ID slot histories a capture allows
-    (mmcore.mmid), or the plain value where it is determined."""
+    (mmcore.mmid), or the plain value where it is determined.  `facts`:
+    tool_facts() of the process per kernel, where already computed."""
     from mmcore.mmid import forced_shared
+    pair = lambda f: (f['uss_smaps'], f['uss_pagemap'])
     best, worst = [], []
-    for _, k in kernels:
+    for i, (_, k) in enumerate(kernels):
         amb = k.capture.mmid_classes.get('ambiguous', np.zeros(0, dtype=np.int64))
         proc = k.processes[pid]
-        b = _uss_pair(k, proc)
+        b = pair(facts[i] if facts is not None else tool_facts(k, proc))
         if len(amb):
             with forced_shared(k.mem, amb):
-                w = _uss_pair(k, proc)
+                w = pair(tool_facts(k, proc))
         else:
             w = b
         best.append(b)

@@ -289,3 +289,11 @@ def test_stale_mount_is_reported_and_umount_clears_it(capsys, fake_build, scenar
         if os.path.ismount(mp):
             subprocess.run(['fusermount3', '-u', '-z', mp])
         os.rmdir(mp)
+
+
+def test_user_errors_stay_user_errors_under_python_m(tmp_path):
+    """Run as `python -m procfs.cli`, CliError lives in __main__: still a
+    one-line user error, not an 'internal error'."""
+    r = subprocess.run([sys.executable, '-m', 'procfs.cli', 'tools', str(tmp_path / 'nope.yaml')],
+                       capture_output=True, text=True, timeout=60, cwd=str(PROJECT_ROOT))
+    assert_one_line_error(r.returncode, r.stderr, 'nope.yaml', 'not found')
