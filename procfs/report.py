@@ -131,7 +131,6 @@ def true_values(k):
     owners = np.zeros(mem.nr_frames, dtype=np.int64)
     by_procs = np.zeros(mem.nr_frames, dtype=bool)
     seen = np.zeros(mem.nr_frames, dtype=bool)
-    per_proc = {}
     for pid, p in list(k.processes.items()) + list(standins.items()):
         pf = _mapped_pfns(p, mem)
         if not len(pf):
@@ -142,10 +141,9 @@ def true_values(k):
         seen[pf] = False
         if pid not in standins:
             by_procs[pf] = True
-            per_proc[pid] = pf
     out = {}
-    for pid in k.processes:
-        pf = per_proc.get(pid, np.zeros(0, dtype=np.int64))
+    for pid, p in k.processes.items():
+        pf = _mapped_pfns(p, mem)          # again: one process's pages at a time in memory
         out[pid] = {
             'uss': int(np.count_nonzero(owners[pf] == 1)) * KB,
             'pss': int((PAGE_SIZE / maps[pf]).sum()) >> 10 if len(pf) else 0,
