@@ -189,3 +189,34 @@ def test_explain_and_map_take_a_capture(tmp_path):
     r = mmemu('map', p, '100', '--config', 'configs/kernels/page_mapcount.yaml')
     assert r.returncode == 0, r.stderr
     assert 'pid 100' in r.stdout
+
+
+HOLD_PROBE = r'''
+import json, re
+from procfs.capture import hold_own_file_mappings
+def text_vmas():
+    out = {}
+    for block in re.split(r'\n(?=[0-9a-f]+-[0-9a-f]+ )', open('/proc/self/smaps').read()):
+        head = block.split('\n', 1)[0].split()
+        if len(head) >= 6 and head[1] == 'r-xp' and head[5].endswith('.so.6') and 'libc' in head[5]:
+            out[head[0]] = (int(re.search(r'^Size:\s+(\d+)', block, re.M).group(1)),
+                            int(re.search(r'^Rss:\s+(\d+)', block, re.M).group(1)))
+    return out
+before = text_vmas()
+n = hold_own_file_mappings()
+print(json.dumps({'populated': n, 'before': before, 'after': text_vmas()}))
+'''
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/smaps'), reason='needs a real /proc/self/smaps')
+def test_recorder_maps_its_own_libraries_whole():
+    """procfs.capture.hold_own_file_mappings: MADV_POPULATE_READ
+    (mm/madvise.c madvise_populate) maps every page of the recorder's own
+    file VMAs, so that it is one steady mapper while it reads the others:
+    libc's text is then resident in full (smaps Rss == Size)."""
+    r = subprocess.run([sys.executable, '-c', HOLD_PROBE], capture_output=True, text=True,
+                       cwd=PROJECT_ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got['populated'] > 0 and got['after'] and set(got['after']) == set(got['before'])
+    assert all(rss == size for size, rss in got['after'].values()), got
