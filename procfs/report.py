@@ -270,10 +270,12 @@ def capture_notes(k):
     m = c.meta
     cls = c.mmid_classes
     n = lambda key: len(cls.get(key, ()))
+    reasons = {}
+    for sk in m.get('skipped', []):
+        reasons[sk.get('reason', 'unknown')] = reasons.get(sk.get('reason', 'unknown'), 0) + 1
     lines = ['captured on Linux %s at %s: %d processes%s' % (
         m.get('release', '?'), m.get('time', '?'), len(m['processes']),
-        ', %d skipped (exited during the capture)' % len(m.get('skipped', []))
-        if m.get('skipped') else '')]
+        ''.join(', %d skipped (%s)' % (n, why) for why, n in sorted(reasons.items())))]
     if c.standin_pages:
         lines.append('stand-in mappers: %d pages are also mapped by processes outside the capture '
                      '(their kpagecount says so); %d stand-in MMs hold those %d mappings, so that '

@@ -220,3 +220,17 @@ def test_recorder_maps_its_own_libraries_whole():
     got = json.loads(r.stdout)
     assert got['populated'] > 0 and got['after'] and set(got['after']) == set(got['before'])
     assert all(rss == size for size, rss in got['after'].values()), got
+
+
+def test_skipped_processes_are_named_with_their_reason(tmp_path):
+    """procfs.capture.capture records why a pid was skipped; tools says it
+    per reason, not as if every skipped process had exited."""
+    from procfs.report import capture_notes
+    p = str(tmp_path / 'c.npz')
+    forked_mthp(p)
+    k = build_kernel(PAGE_MAPCOUNT, load_capture(p), with_init=False)
+    k.capture.meta['skipped'] = [{'pid': 1, 'reason': 'not readable: Permission denied'},
+                                 {'pid': 7, 'reason': 'exited during the capture'},
+                                 {'pid': 8, 'reason': 'exited during the capture'}]
+    assert capture_notes(k)[0].endswith(': 2 processes, 2 skipped (exited during the capture), '
+                                        '1 skipped (not readable: Permission denied)')
