@@ -29,33 +29,62 @@ from .memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 # PFN-indexed helpers shared by the configs ------------------------------------
 
 
+def _by_folio_size(mem, pfns, small, large):
+    """small(pfns) where every folio of `pfns` (any page of each) is small,
+    large(slots, order) where every one is large, else each on its part:
+    one slot lookup, and no gather for the common case of one size."""
+    pfns = np.asarray(pfns, dtype=np.int64)
+    shape = pfns.shape
+    pfns = pfns.ravel()
+    slots = mem.slot_index(pfns)
+    order = mem._f_order[slots]
+    is_large = order != 0
+    if not is_large.any():
+        return small(pfns).reshape(shape)
+    if is_large.all():
+        return _per_run(large, slots, order).reshape(shape)
+    out = small(pfns)
+    idx = np.flatnonzero(is_large)
+    out[idx] = _per_run(large, slots[idx], order[idx])
+    return out.reshape(shape)
+
+
+def _per_run(fn, slots, order):
+    """fn(slots, order) computed once per run of pages of one folio (the
+    pages of a VMA come in address order) and repeated over the run."""
+    n = len(slots)
+    if n >= 64:
+        edge = np.empty(n, dtype=bool)
+        edge[0] = True
+        np.not_equal(slots[1:], slots[:-1], out=edge[1:])
+        starts = np.flatnonzero(edge)
+        if len(starts) * 4 <= n:
+            vals = fn(slots[starts], order[starts].astype(np.int64))
+            return np.repeat(vals, np.diff(np.append(starts, n)))
+    return fn(slots, order.astype(np.int64))
+
+
 def folio_maybe_mapped_shared(mem, pfns):
     """folio_maybe_mapped_shared() (include/linux/mm.h, semantics.md 5.1)
     of the folios of `pfns` (any page of each folio): small folios:
-    mapcount > 1; large: false if the large mapcount is <= 1, else the
-    shared bit."""
-    pfns = np.asarray(pfns, dtype=np.int64)
-    order, lm, shared = mem.folio_fields(pfns, 'order', 'large_mapcount', 'maybe_shared')
-    # a small folio's only page is its head
-    return np.where(order == 0, mem.page_mapcount[pfns] > 1, (lm > 1) & shared)
+    mapcount > 1 (a small folio's only page is its head); large: false if
+    the large mapcount is <= 1, else the shared bit."""
+    return _by_folio_size(
+        mem, pfns, lambda p: mem.page_mapcount[p] > 1,
+        lambda sl, order: (mem._f_large_mapcount[sl] > 1) & mem._f_maybe_shared[sl])
 
 
-def folio_average_page_mapcount(mem, heads):
-    """folio_average_page_mapcount() (fs/proc/internal.h, semantics.md 7.3):
-    small folios: the mapcount; large: PTE mappings divided by the number
-    of pages, rounded half up, plus the entire mapcount, at least 1 when
-    anything is mapped."""
-    heads = np.asarray(heads, dtype=np.int64)
-    order = mem.order[heads].astype(np.int64)
-    lm = mem.large_mapcount[heads]
-    e = mem.entire_mapcount[heads]
-    nr = np.left_shift(1, order)
-    pte = lm - e
-    avg = ((pte + nr // 2) >> order) + e
-    avg = np.where(lm <= 0, 0, np.where(lm <= e, e, np.maximum(avg, 1)))
-    small = order == 0
-    avg[small] = mem.page_mapcount[heads[small]]
-    return avg
+def folio_average_page_mapcount(mem, pfns):
+    """folio_average_page_mapcount() (fs/proc/internal.h, semantics.md 7.3)
+    of the folios of `pfns` (any page of each folio): small folios: the
+    mapcount; large: PTE mappings divided by the number of pages, rounded
+    half up, plus the entire mapcount, at least 1 when anything is mapped."""
+    def large(sl, order):
+        lm = mem._f_large_mapcount[sl]
+        e = mem._f_entire_mapcount[sl]
+        a = ((lm - e + (np.left_shift(1, order) >> 1)) >> order) + e
+        return np.where(lm <= 0, 0, np.where(lm <= e, e, np.maximum(a, 1)))
+    return _by_folio_size(mem, pfns, lambda p: mem.page_mapcount[p].astype(np.int64), large)
 
 
 class EntireMapcount:
@@ -89,8 +118,8 @@ class EntireMapcount:
         """Counted in NR_ANON_THPS / NR_SHMEM_PMDMAPPED / NR_FILE_PMDMAPPED."""
         return mem.entire_mapcount[heads] > 0
 
-    def average(self, mem, heads):
-        return folio_average_page_mapcount(mem, heads)
+    def average(self, mem, pfns):
+        return folio_average_page_mapcount(mem, pfns)
 
 
 class PageMapcount(EntireMapcount):
@@ -220,17 +249,16 @@ class NoPageMapcount(EntireMapcount):
         return np.where(mem.large_mapcount[heads] > 0, mem.folio_nr_pages(heads), 0)
 
     def kpagecount(self, mem, pfns):
-        return self.average(mem, mem.head[pfns])
+        return self.average(mem, pfns)
 
     def smaps_mapcount(self, mem, pfns):
-        heads = mem.head[pfns]
-        return (self.average(mem, heads), ~folio_maybe_mapped_shared(mem, heads))
+        return (self.average(mem, pfns), ~folio_maybe_mapped_shared(mem, pfns))
 
     def pagemap_exclusive(self, mem, pfns):
         return ~folio_maybe_mapped_shared(mem, pfns)
 
     def numa_mapcount(self, mem, pfns):
-        return self.average(mem, mem.head[pfns])
+        return self.average(mem, pfns)
 
     def mapcount_terms(self, mem, pfn):
         head = mem.head[pfn]
@@ -259,18 +287,15 @@ class TotalMapcountOverflow(Fault):
     """A mapping would overflow the 32-bit _total_mapped_pages."""
 
 
-def folio_total_mapped_pages_average(mem, heads):
-    """folio_average_page_mapcount() of RFC 13/13 (fs/proc/internal.h):
-    total = folio_total_mapped_pages() (small folios: folio_mapcount());
-    0 or a small folio: total; else (total + 2^(order-1)) >> order, at
-    least 1."""
-    heads = np.asarray(heads, dtype=np.int64)
-    order = mem.order[heads].astype(np.int64)
-    small = order == 0
-    total = np.where(small, mem.page_mapcount[heads], mem.total_mapped_pages[heads])
-    half = np.where(small, 0, np.left_shift(1, np.maximum(order - 1, 0)))
-    avg = np.maximum((total + half) >> order, 1)
-    return np.where((total == 0) | small, total, avg)
+def folio_total_mapped_pages_average(mem, pfns):
+    """folio_average_page_mapcount() of RFC 13/13 (fs/proc/internal.h) of
+    the folios of `pfns` (any page of each folio): total =
+    folio_total_mapped_pages() (small folios: folio_mapcount()); 0 or a
+    small folio: total; else (total + 2^(order-1)) >> order, at least 1."""
+    def large(sl, order):
+        total = mem._f_total_mapped_pages[sl]
+        return np.where(total == 0, 0, np.maximum((total + np.left_shift(1, order - 1)) >> order, 1))
+    return _by_folio_size(mem, pfns, lambda p: mem.page_mapcount[p].astype(np.int64), large)
 
 
 class TotalMappedPages(NoPageMapcount):
@@ -382,8 +407,8 @@ class TotalMappedPages(NoPageMapcount):
         return (mem.order[heads] == HPAGE_PMD_ORDER) & \
             (mem.total_mapped_pages[heads] - mem.large_mapcount[heads] > 0)
 
-    def average(self, mem, heads):
-        return folio_total_mapped_pages_average(mem, heads)
+    def average(self, mem, pfns):
+        return folio_total_mapped_pages_average(mem, pfns)
 
     def mapcount_terms(self, mem, pfn):
         head = mem.head[pfn]

@@ -56,3 +56,40 @@ def test_pmd_split_in_the_writer(config):
     assert truth[100]['pss'] == truth[101]['pss'] == 4 + 511 * 2
     assert system['anon_pages'] == 2052
     assert int(np.count_nonzero(system['mapped_by_processes'])) == 513
+
+
+def _average_one(mem, pfn):
+    """folio_average_page_mapcount() (fs/proc/internal.h, semantics.md 7.3)
+    of one page, scalar: small folio: _mapcount + 1; large: 0 if nothing
+    maps it, E if only PMDs do, else ((LM - E) + nr/2) >> order, + E, at least 1."""
+    head = int(mem.head[pfn])
+    order = int(mem.order[head])
+    if order == 0:
+        return int(mem.page_mapcount[head])
+    lm, e = int(mem.large_mapcount[head]), int(mem.entire_mapcount[head])
+    if lm <= 0:
+        return 0
+    if lm <= e:
+        return e
+    return max(((lm - e + (1 << order) // 2) >> order) + e, 1)
+
+
+@pytest.mark.parametrize('name', ['s02-mthp-fork', 's10-pmd-split-page7', 's13-shared-folio-one-page',
+                                  's12-pmd-both-unmap-half'])
+def test_folio_average_of_mixed_pages_any_shape(name):
+    """The vectorised folio average (one slot lookup, one value per run of
+    pages of a folio) equals the scalar rule page by page, for small and
+    large folios mixed, in any order and array shape."""
+    from mmcore.config import NO_PAGE_MAPCOUNT
+    from mmcore.mapcount import folio_average_page_mapcount, folio_maybe_mapped_shared
+    k = replay((EXAMPLES / (name + '.yaml')).read_text(), NO_PAGE_MAPCOUNT)
+    mem = k.mem
+    pfns = np.concatenate([v.mapped_pfns() for p in k.processes.values() for v in p.mm.vmas])
+    pfns = np.concatenate([pfns, pfns[::-1], pfns[:8]])
+    want = np.array([_average_one(mem, int(p)) for p in pfns])
+    assert (folio_average_page_mapcount(mem, pfns) == want).all()
+    assert (folio_average_page_mapcount(mem, pfns.reshape(2, -1)) == want.reshape(2, -1)).all()
+    shared = np.array([int(mem.page_mapcount[p]) > 1 if int(mem.order[mem.head[p]]) == 0 else
+                       int(mem.large_mapcount[mem.head[p]]) > 1 and bool(mem.maybe_shared[mem.head[p]])
+                       for p in pfns])
+    assert (folio_maybe_mapped_shared(mem, pfns) == shared).all()
