@@ -24,7 +24,7 @@ batch, never a Python loop over pages.
 import numpy as np
 
 from .errors import Fault
-from .memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER
+from .memory import HPAGE_PMD_NR, HPAGE_PMD_ORDER, sorted_groups
 
 # PFN-indexed helpers shared by the configs ------------------------------------
 
@@ -136,9 +136,9 @@ class PageMapcount(EntireMapcount):
         first = pfns[mem.page_mapcount[pfns] == 1]
         cost['page_mapcount'] += len(pfns)
         if len(first):
-            before = mem.nr_pages_mapped[heads]
-            np.add.at(mem.nr_pages_mapped, mem.head[first], 1)
-            cost['nr_pages_mapped'] += int(np.count_nonzero(mem.nr_pages_mapped[heads] != before))
+            uh, n = sorted_groups(mem.head[first])
+            mem.nr_pages_mapped[uh] += n
+            cost['nr_pages_mapped'] += len(uh)
 
     def ptes_removed(self, mem, pfns, heads, counts, cost):
         """__folio_remove_rmap(RMAP_LEVEL_PTE).  Returns, per folio of
@@ -147,10 +147,11 @@ class PageMapcount(EntireMapcount):
         still PTE-mapped."""
         mem.page_mapcount[pfns] -= 1
         last = pfns[mem.page_mapcount[pfns] == 0]
-        np.subtract.at(mem.nr_pages_mapped, mem.head[last], 1)
         nr_last = np.zeros(len(heads), dtype=np.int64)
-        pos = np.searchsorted(heads, mem.head[last])
-        np.add.at(nr_last, pos, 1)
+        if len(last):
+            uh, n = sorted_groups(mem.head[last])
+            mem.nr_pages_mapped[uh] -= n
+            nr_last[np.searchsorted(heads, uh)] = n
         cost['page_mapcount'] += len(pfns)
         cost['nr_pages_mapped'] += int(np.count_nonzero(nr_last))
         no_pmd = mem.entire_mapcount[heads] == 0
