@@ -8,7 +8,7 @@ from .mm import (MM, VMA, PTE_DIRTY, PTE_PMD, PTE_PRESENT, PTE_WRITE, PTE_YOUNG,
                  VM_DONTCOPY, VM_WIPEONFORK)
 from . import pmd as pmdops
 from .process import Process
-from .unmap import add_rss_by_kind
+from .unmap import add_rss_by_flags
 
 
 def folio_maybe_dma_pinned(mem, heads):
@@ -81,7 +81,7 @@ def copy_page_range(k, parent, child, src, dst):
             bits = bits & ~np.uint8(PTE_WRITE)
             src.set_ptes(shared_idx, shared_pfns, bits)
         dst.set_ptes(shared_idx, shared_pfns, bits & ~np.uint8(PTE_YOUNG))
-        add_rss_by_kind(cmm, mem, sh_heads, +1)
+        add_rss_by_flags(cmm, flags[~must_copy], +1)
     copy_idx = idx[must_copy]
     if len(copy_idx):
         from .fault import new_anon_folios

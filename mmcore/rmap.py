@@ -211,10 +211,17 @@ class Rmap:
         """A PTE batch split into its pages of small folios, and its pages,
         sorted unique heads and per-head page counts of large folios."""
         m = self.mem
-        pfns, heads, counts = group_by_folio(m, pfns)
-        large = m.order[heads] > 0
-        page_large = m.order[m.head[pfns]] > 0
-        return pfns[~page_large], pfns[page_large], heads[large], counts[large]
+        pfns = np.asarray(pfns, dtype=np.int64)
+        slots = m.slot_index(pfns)
+        page_large = m._f_order[slots] > 0
+        if page_large.all():
+            heads, counts = sorted_groups(m._f_head[slots])
+            return pfns[:0], pfns, heads, counts
+        small = pfns[~page_large]
+        if not page_large.any():
+            return small, pfns[:0], pfns[:0], pfns[:0]
+        heads, counts = sorted_groups(m._f_head[slots[page_large]])
+        return small, pfns[page_large], heads, counts
 
     def add_pmd(self, mm_id, heads, n=None):
         """folio_add_*_rmap_pmd(s) / folio_dup_*_rmap_pmd: `n` PMDs of the

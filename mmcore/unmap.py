@@ -19,8 +19,8 @@ def rss_kind(mem, heads):
 RSS_NAMES = ('anon', 'shmem', 'file')
 
 
-def add_rss_by_kind(mm, mem, heads, sign):
-    f = mem.flags[heads]
+def add_rss_by_flags(mm, f, sign):
+    """add_mm_counter() of each page, by the folio flags `f` of the pages."""
     anon = int(np.count_nonzero(f & FL_ANON))
     shmem = int(np.count_nonzero((f & (FL_ANON | FL_SWAPBACKED)) == FL_SWAPBACKED))
     for name, n in (('anon', anon), ('shmem', shmem), ('file', len(f) - anon - shmem)):
@@ -45,12 +45,13 @@ def zap_range(k, mm, vma, lo, hi):
     if len(pfns):
         heads, flags = mem.folio_fields(pfns, 'head', 'flags')
         filep = (flags & FL_ANON) == 0
-        dirty = filep & ((rbits & PTE_DIRTY) != 0)
-        mem.flags[sorted_unique(heads[dirty])] |= FL_DIRTY
-        young = filep & ((rbits & PTE_YOUNG) != 0)
-        folio_mark_accessed(mem, sorted_unique(heads[young]))
+        if filep.any():
+            dirty = filep & ((rbits & PTE_DIRTY) != 0)
+            mem.flags[sorted_unique(heads[dirty])] |= FL_DIRTY
+            young = filep & ((rbits & PTE_YOUNG) != 0)
+            folio_mark_accessed(mem, sorted_unique(heads[young]))
         k.rmap.remove_ptes(mm.mm_id, pfns)
-        add_rss_by_kind(mm, mem, heads, -1)
+        add_rss_by_flags(mm, flags, -1)
         mem.folio_put(heads, 1)
     vma.clear_ptes(lo, hi)
 
