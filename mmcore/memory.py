@@ -180,6 +180,22 @@ class PhysMem:
         self._f_head[slots] = heads
         return slots
 
+    def trim_slots(self):
+        """Gives back the slot capacity above the highest slot in use (the
+        arrays grow by half, so up to a third of them is spare), once a
+        replay or an import is done; returns the slots given back."""
+        top = int(self.slot.max()) + 1 if self.nr_frames else 1
+        cap = len(self._f_head)
+        if top >= cap:
+            return 0
+        for name, dt, default, shape in FOLIO_FIELDS:
+            setattr(self, '_f_' + name, getattr(self, '_f_' + name)[:top].copy())
+        free = self._free_slots[:self._nr_free_slots]
+        free = free[free < top]
+        self._free_slots = np.concatenate([free, np.zeros(top - len(free), dtype=np.int32)])
+        self._nr_free_slots = len(free)
+        return cap - top
+
     def _release_slots(self, slots):
         top = self._nr_free_slots
         self._free_slots[top:top + len(slots)] = slots

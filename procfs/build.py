@@ -229,6 +229,7 @@ def replay_all(scenario_path, config_paths, stop_at=None, with_init=True):
             except StepError as e:
                 raise StepError(e.step, '%s (kernel config %s)' % (e.reason, cfg.name),
                                 path=scenario_path) from None
+            k.mem.trim_slots()        # before the next config's replay adds its own
     return sc, out
 
 
