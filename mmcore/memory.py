@@ -61,19 +61,24 @@ def sorted_unique(keys):
     return sorted_groups(keys)[0]
 
 
-# per-folio fields: (name, dtype, value of a free slot, shape of one element)
+# per-folio fields: (name, dtype, value of a free slot, shape of one element).
+# The counters the kernel keeps in an atomic_t (_refcount, _large_mapcount,
+# _entire_mapcount, _nr_pages_mapped, _pincount) and the 31-bit MM IDs are
+# 32-bit here too; the per-MM mapcounts are logical values up to 2^31
+# (mm_id_mapcount_max), one more than an int32 holds, and the RFC's
+# _total_mapped_pages is an atomic_long_t: those two stay 64-bit.
 FOLIO_FIELDS = (
     ('head', np.int64, -1, ()),                # head PFN
     ('order', np.int8, 0, ()),
-    ('refcount', np.int64, 0, ()),
-    ('large_mapcount', np.int64, 0, ()),       # LM, logical
-    ('entire_mapcount', np.int64, 0, ()),      # E, logical
-    ('nr_pages_mapped', np.int64, 0, ()),      # PAGE_MAPCOUNT only
+    ('refcount', np.int32, 0, ()),
+    ('large_mapcount', np.int32, 0, ()),       # LM, logical
+    ('entire_mapcount', np.int32, 0, ()),      # E, logical
+    ('nr_pages_mapped', np.int32, 0, ()),      # PAGE_MAPCOUNT only
     ('total_mapped_pages', np.int64, 0, ()),   # the 2026 RFC only
-    ('mm_id', np.int64, 0, (2,)),              # _mm_id[0], _mm_id[1]
+    ('mm_id', np.int32, 0, (2,)),              # _mm_id[0], _mm_id[1]
     ('mm_id_mapcount', np.int64, 0, (2,)),     # logical (stored + 1)
     ('maybe_shared', np.bool_, False, ()),     # FOLIO_MM_IDS_SHARED_BIT
-    ('pincount', np.int64, 0, ()),
+    ('pincount', np.int32, 0, ()),
     ('flags', np.uint32, 0, ()),
     ('memcg', np.int32, 0, ()),                # memcg index of the charge
     ('mapping', np.int32, -1, ()),             # page-cache object id
