@@ -167,8 +167,9 @@ class PhysMem:
             cap = len(self._f_head)
             new = max(cap + cap // 2, cap + count - self._nr_free_slots, 1024)
             for name, dt, default, shape in FOLIO_FIELDS:
-                arr = np.full((new,) + shape, default, dtype=dt)
+                arr = np.empty((new,) + shape, dtype=dt)
                 arr[:cap] = getattr(self, '_f_' + name)
+                arr[cap:] = default
                 setattr(self, '_f_' + name, arr)
             fs = np.zeros(new, dtype=np.int32)
             fs[:self._nr_free_slots] = self._free_slots[:self._nr_free_slots]
