@@ -818,3 +818,20 @@ def test_memory_current_and_procs():
 def test_bad_input(call, match):
     with pytest.raises(FormatInputError, match=match):
         call()
+
+
+@pytest.mark.parametrize('counts', [[1, 2, 3, 7, 1023], [1, 2, 3, 1023, 1024, 5000, 1 << 20]])
+def test_pss_divides_by_every_mapcount(counts):
+    """smaps_account(): each page adds (PAGE_SIZE << PSS_SHIFT) / mapcount
+    when the mapcount is >= 2, the whole page otherwise (fs/proc/task_mmu.c
+    smaps_page_accumulate), small counts and large alike."""
+    from procfs.formats.smaps import SmapsPages, smaps_account
+    m = np.array(counts, dtype=np.int64)
+    n = len(m)
+    c = smaps_account(SmapsPages(mapcount=m, private=m < 2, refcount_one=np.zeros(n, bool),
+                                 dirty=np.zeros(n, bool), young=np.zeros(n, bool),
+                                 anon=np.ones(n, bool), swapbacked=np.ones(n, bool),
+                                 ksm=np.zeros(n, bool), locked=np.zeros(n, bool),
+                                 pmd=np.zeros(n, bool)))
+    full = 4096 << 12
+    assert c.pss == sum(full if x < 2 else full // x for x in counts)

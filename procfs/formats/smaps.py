@@ -15,6 +15,7 @@ Counters follow ``struct mem_size_stats``: byte counts, and the PSS sums in
 bytes << PSS_SHIFT fixed point.  Printing divides once, at the end:
 bytes >> 10 and (pss >> PSS_SHIFT) >> 10.
 """
+import functools
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -121,8 +122,19 @@ class SmapsPages:
         return out
 
 
+_SHARE_TABLE = 1024          # counts below this are looked up, not divided
+
+
+@functools.lru_cache(maxsize=4)
+def _share_table(full):
+    c = np.arange(_SHARE_TABLE, dtype=np.int64)
+    return np.where(c >= 2, full // np.maximum(c, 1), full)
+
+
 def _pss_share(count, full):
     """PAGE_SIZE << PSS_SHIFT, divided by the count when it is >= 2."""
+    if count.size and 0 <= count.min() and count.max() < _SHARE_TABLE:
+        return _share_table(full)[count]
     return np.where(count >= 2, full // np.maximum(count, 1), full)
 
 
