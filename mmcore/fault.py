@@ -386,9 +386,12 @@ def wp_page_copy(k, proc, vma, idx):
         sh = heads[order]
         rank = np.arange(len(sh)) - np.searchsorted(sh, sh)
         kinds = mem.flags[heads]
-        for r in range(int(rank.max()) + 1 if len(rank) else 0):
-            batch = old_real[order[rank == r]]
-            k.rmap.remove_ptes(mm.mm_id, batch)
+        # round r removes the r-th page of every folio: the pages grouped
+        # by rank once, each round a slice
+        by_rank = old_real[order[np.argsort(rank, kind='stable')]]
+        ends = np.cumsum(np.bincount(rank))
+        for start, end in zip(np.concatenate([[0], ends[:-1]]), ends):
+            k.rmap.remove_ptes(mm.mm_id, by_rank[start:end])
         anon_old = (kinds & FL_ANON) != 0
         shmem_old = ~anon_old & ((kinds & FL_SWAPBACKED) != 0)
         mm.add_rss('anon', -int(anon_old.sum()))
